@@ -1,0 +1,274 @@
+//! A blocking SSE client over `std::net::TcpStream`: one HTTP/1.1 GET, the
+//! response head, then the body (chunked, sized or until close) fed to an
+//! [`SseReader`].
+
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::Duration;
+
+use crate::reader::{Item, Message, SseReader};
+
+/// An open event stream: the response status and headers, then its events.
+///
+/// ```no_run
+/// # fn main() -> std::io::Result<()> {
+/// let addr = "127.0.0.1:8080".parse().unwrap();
+/// let mut stream = tinysse::EventStream::connect(addr, "/events?topic=demo", &[])?;
+/// assert_eq!(stream.status(), 200);
+/// while let Some(msg) = stream.next_message()? {
+///     println!("{}: {}", msg.last_event_id, msg.data);
+/// }
+/// # Ok(()) }
+/// ```
+pub struct EventStream {
+    status: u16,
+    headers: Vec<(String, String)>,
+    reader: SseReader<BufReader<Body>>,
+    socket: TcpStream,
+}
+
+impl EventStream {
+    /// Connects to `addr`, sends `GET target` with `extra_headers` (for example
+    /// `("Last-Event-ID", "42")`) and reads the response head.
+    pub fn connect(
+        addr: SocketAddr,
+        target: &str,
+        extra_headers: &[(&str, &str)],
+    ) -> io::Result<EventStream> {
+        let socket = TcpStream::connect(addr)?;
+        let _ = socket.set_nodelay(true);
+        let mut req =
+            format!("GET {target} HTTP/1.1\r\nHost: {addr}\r\nAccept: text/event-stream\r\n");
+        for (k, v) in extra_headers {
+            req.push_str(&format!("{k}: {v}\r\n"));
+        }
+        req.push_str("\r\n");
+        (&socket).write_all(req.as_bytes())?;
+        EventStream::from_socket(socket)
+    }
+
+    /// Reads a response head from a socket the caller already sent a request on.
+    pub fn from_socket(socket: TcpStream) -> io::Result<EventStream> {
+        let mut input = BufReader::new(socket.try_clone()?);
+        let (status, headers) = read_head(&mut input)?;
+        let header = |name: &str| {
+            headers
+                .iter()
+                .find(|(k, _)| k.eq_ignore_ascii_case(name))
+                .map(|(_, v)| v.as_str())
+        };
+        let framing = if header("transfer-encoding").is_some_and(|v| v.contains("chunked")) {
+            Framing::Chunked {
+                left: 0,
+                done: false,
+            }
+        } else if let Some(len) = header("content-length") {
+            let len = len
+                .trim()
+                .parse()
+                .map_err(|_| invalid("bad Content-Length"))?;
+            Framing::Sized(len)
+        } else {
+            Framing::UntilClose
+        };
+        Ok(EventStream {
+            status,
+            headers,
+            reader: SseReader::new(BufReader::new(Body { input, framing })),
+            socket,
+        })
+    }
+
+    /// The response status code.
+    pub fn status(&self) -> u16 {
+        self.status
+    }
+
+    /// The first value of a response header, by case-insensitive name.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// All response headers in order.
+    pub fn headers(&self) -> &[(String, String)] {
+        &self.headers
+    }
+
+    /// Bounds each blocking read, so a test or a watchdog never waits forever.
+    pub fn set_read_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
+        self.socket.set_read_timeout(timeout)
+    }
+
+    /// The next event; `None` when the response ended.
+    pub fn next_message(&mut self) -> io::Result<Option<Message>> {
+        self.reader.next_message()
+    }
+
+    /// The next event, comment or retry; `None` when the response ended.
+    pub fn next_item(&mut self) -> io::Result<Option<Item>> {
+        self.reader.next_item()
+    }
+
+    /// The last event id seen, to send as `Last-Event-ID` when reconnecting.
+    pub fn last_event_id(&self) -> &str {
+        self.reader.last_event_id()
+    }
+
+    /// The rest of the body as text (for error responses).
+    pub fn body_text(mut self) -> io::Result<String> {
+        let mut s = String::new();
+        self.reader_mut().read_to_string(&mut s)?;
+        Ok(s)
+    }
+
+    fn reader_mut(&mut self) -> &mut BufReader<Body> {
+        self.reader.get_mut()
+    }
+
+    /// Closes the connection at once (both directions).
+    pub fn close(self) {
+        let _ = self.socket.shutdown(std::net::Shutdown::Both);
+    }
+}
+
+impl Iterator for EventStream {
+    type Item = io::Result<Message>;
+
+    fn next(&mut self) -> Option<io::Result<Message>> {
+        self.next_message().transpose()
+    }
+}
+
+fn invalid(msg: &str) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, msg.to_string())
+}
+
+const MAX_HEAD: usize = 64 * 1024;
+
+/// Reads a status line and headers; the caps keep a hostile server from
+/// making the client buffer without bound.
+fn read_head(input: &mut impl BufRead) -> io::Result<(u16, Vec<(String, String)>)> {
+    let mut total = 0;
+    let mut next_line = |input: &mut dyn BufRead| -> io::Result<String> {
+        let mut line = Vec::new();
+        input
+            .take((MAX_HEAD - total) as u64 + 1)
+            .read_until(b'\n', &mut line)?;
+        total += line.len();
+        if total > MAX_HEAD {
+            return Err(invalid("response head too large"));
+        }
+        if line.is_empty() {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "connection closed before the response head",
+            ));
+        }
+        while matches!(line.last(), Some(b'\n' | b'\r')) {
+            line.pop();
+        }
+        String::from_utf8(line).map_err(|_| invalid("response head is not UTF-8"))
+    };
+    let status_line = next_line(input)?;
+    let mut parts = status_line.splitn(3, ' ');
+    let version = parts.next().unwrap_or("");
+    if !version.starts_with("HTTP/1.") {
+        return Err(invalid("not an HTTP/1.x response"));
+    }
+    let status = parts
+        .next()
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| invalid("bad status line"))?;
+    let mut headers = Vec::new();
+    loop {
+        let line = next_line(input)?;
+        if line.is_empty() {
+            break;
+        }
+        let (k, v) = line
+            .split_once(':')
+            .ok_or_else(|| invalid("bad header line"))?;
+        headers.push((k.trim().to_string(), v.trim().to_string()));
+    }
+    Ok((status, headers))
+}
+
+enum Framing {
+    Chunked { left: u64, done: bool },
+    Sized(u64),
+    UntilClose,
+}
+
+/// The response body with its transfer framing removed.
+struct Body {
+    input: BufReader<TcpStream>,
+    framing: Framing,
+}
+
+impl Read for Body {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match &mut self.framing {
+            Framing::UntilClose => self.input.read(buf),
+            Framing::Sized(left) => {
+                if *left == 0 {
+                    return Ok(0);
+                }
+                let max = buf.len().min(*left as usize);
+                let n = self.input.read(&mut buf[..max])?;
+                *left -= n as u64;
+                Ok(n)
+            }
+            Framing::Chunked { left, done } => {
+                if *done {
+                    return Ok(0);
+                }
+                if *left == 0 {
+                    let mut line = String::new();
+                    (&mut self.input).take(1024).read_line(&mut line)?;
+                    if line.is_empty() {
+                        return Err(io::Error::new(
+                            io::ErrorKind::UnexpectedEof,
+                            "connection closed inside a chunked body",
+                        ));
+                    }
+                    let size = line.trim().split(';').next().unwrap_or("");
+                    let size =
+                        u64::from_str_radix(size, 16).map_err(|_| invalid("bad chunk size"))?;
+                    if size == 0 {
+                        // Trailers, up to the blank line that ends the response.
+                        loop {
+                            let mut t = String::new();
+                            (&mut self.input).take(1024).read_line(&mut t)?;
+                            if t.trim().is_empty() {
+                                break;
+                            }
+                        }
+                        *done = true;
+                        return Ok(0);
+                    }
+                    *left = size;
+                }
+                let max = buf.len().min(*left as usize);
+                let n = self.input.read(&mut buf[..max])?;
+                if n == 0 {
+                    return Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "connection closed inside a chunk",
+                    ));
+                }
+                *left -= n as u64;
+                if *left == 0 {
+                    let mut crlf = [0u8; 2];
+                    self.input.read_exact(&mut crlf)?;
+                    if &crlf != b"\r\n" {
+                        return Err(invalid("chunk not followed by CRLF"));
+                    }
+                }
+                Ok(n)
+            }
+        }
+    }
+}

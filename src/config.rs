@@ -1,0 +1,317 @@
+//! Flags and environment variables to a [`Config`], with errors that name
+//! the flag (or variable) at fault.
+
+use std::ffi::OsString;
+use std::fmt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::server::ServerBuilder;
+
+/// The binary's settings.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Config {
+    /// `--addr`
+    pub addr: String,
+    /// `--public`
+    pub public: PathBuf,
+    /// `--heartbeat` in seconds; 0 is off.
+    pub heartbeat_secs: u64,
+    /// `--retry` in milliseconds.
+    pub retry_ms: u64,
+    /// `--max-streams`
+    pub max_streams: u64,
+    /// `--queue`
+    pub queue: usize,
+    /// `--history`
+    pub history: usize,
+    /// `--max-topics`
+    pub max_topics: usize,
+    /// `--max-body`
+    pub max_body: u64,
+    /// `--publish-token`
+    pub publish_token: Option<String>,
+    /// `--cors-origin`
+    pub cors_origin: Option<String>,
+    /// Off with `--no-demo`.
+    pub demo: bool,
+    /// `--firehose`
+    pub firehose: bool,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            addr: "127.0.0.1:8080".into(),
+            public: PathBuf::from("public"),
+            heartbeat_secs: 15,
+            retry_ms: 2000,
+            max_streams: 1024,
+            queue: 256,
+            history: 1024,
+            max_topics: 10_000,
+            max_body: 65536,
+            publish_token: None,
+            cors_origin: None,
+            demo: true,
+            firehose: false,
+        }
+    }
+}
+
+/// What the command line asks for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Command {
+    /// Run the server.
+    Run(Config),
+    /// Print usage and exit 0.
+    Help,
+    /// Print the version and exit 0.
+    Version,
+}
+
+/// A bad flag or value; the message names it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConfigError(pub String);
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// The usage text for `--help`.
+pub const USAGE: &str = "\
+tinysse: a synchronous Server-Sent Events server
+
+Usage: tinysse [OPTIONS]
+
+Options (each also read from the environment variable shown):
+  --addr HOST:PORT      listen address, port 0 = any free port [TINYSSE_ADDR] (127.0.0.1:8080)
+  --public DIR          static files; / serves DIR/index.html [TINYSSE_PUBLIC] (public)
+  --heartbeat SECS      comment frame on idle streams, 0 = off [TINYSSE_HEARTBEAT] (15)
+  --retry MS            retry: sent at the start of each stream [TINYSSE_RETRY] (2000)
+  --max-streams N       open SSE streams allowed at once [TINYSSE_MAX_STREAMS] (1024)
+  --queue N             frames buffered per subscriber before eviction [TINYSSE_QUEUE] (256)
+  --history N           events kept per topic for Last-Event-ID replay [TINYSSE_HISTORY] (1024)
+  --max-topics N        topics held at once [TINYSSE_MAX_TOPICS] (10000)
+  --max-body BYTES      largest publish body [TINYSSE_MAX_BODY] (65536)
+  --publish-token T     require Authorization: Bearer T to publish [TINYSSE_PUBLISH_TOKEN]
+  --cors-origin O       Access-Control-Allow-Origin value [TINYSSE_CORS_ORIGIN]
+  --no-demo             turn off /async and the demo producer [TINYSSE_DEMO=0]
+  --firehose            turn on /firehose [TINYSSE_FIREHOSE=1]
+  -h, --help            print this help
+  -V, --version         print the version
+";
+
+fn number<T: std::str::FromStr>(name: &str, value: &str, min: T) -> Result<T, ConfigError>
+where
+    T: PartialOrd + fmt::Display + Copy,
+{
+    let n: T = value
+        .trim()
+        .parse()
+        .map_err(|_| ConfigError(format!("{name}: '{value}' is not a number")))?;
+    if n < min {
+        return Err(ConfigError(format!("{name}: must be at least {min}")));
+    }
+    Ok(n)
+}
+
+/// Applies one setting by its flag name (without `--`); `source` names where
+/// the value came from in errors (`--queue` or `TINYSSE_QUEUE`).
+fn apply(c: &mut Config, flag: &str, source: &str, value: &str) -> Result<(), ConfigError> {
+    match flag {
+        "addr" => {
+            use std::net::ToSocketAddrs;
+            if value
+                .to_socket_addrs()
+                .map_or(true, |mut a| a.next().is_none())
+            {
+                return Err(ConfigError(format!(
+                    "{source}: '{value}' is not a HOST:PORT address"
+                )));
+            }
+            c.addr = value.to_string();
+        }
+        "public" => c.public = PathBuf::from(value),
+        "heartbeat" => c.heartbeat_secs = number(source, value, 0)?,
+        "retry" => c.retry_ms = number(source, value, 0)?,
+        "max-streams" => c.max_streams = number(source, value, 1)?,
+        "queue" => c.queue = number(source, value, 1)?,
+        "history" => c.history = number(source, value, 1)?,
+        "max-topics" => c.max_topics = number(source, value, 1)?,
+        "max-body" => c.max_body = number(source, value, 1)?,
+        "publish-token" => {
+            if value.is_empty() {
+                return Err(ConfigError(format!("{source}: must not be empty")));
+            }
+            c.publish_token = Some(value.to_string())
+        }
+        "cors-origin" => c.cors_origin = Some(value.to_string()),
+        _ => return Err(ConfigError(format!("unknown setting {source}"))),
+    }
+    Ok(())
+}
+
+const VALUED: [&str; 11] = [
+    "addr",
+    "public",
+    "heartbeat",
+    "retry",
+    "max-streams",
+    "queue",
+    "history",
+    "max-topics",
+    "max-body",
+    "publish-token",
+    "cors-origin",
+];
+
+fn boolean(source: &str, value: &str) -> Result<bool, ConfigError> {
+    match value.trim().to_ascii_lowercase().as_str() {
+        "1" | "true" | "yes" | "on" => Ok(true),
+        "0" | "false" | "no" | "off" => Ok(false),
+        _ => Err(ConfigError(format!("{source}: '{value}' is not 0 or 1"))),
+    }
+}
+
+impl Config {
+    /// Parses `args` (without the program name) over the environment read by
+    /// `env`; a flag wins over its variable.
+    ///
+    /// ```
+    /// use tinysse::{Command, Config};
+    ///
+    /// let cmd = Config::parse(["--queue", "8"].map(Into::into), |_| None)?;
+    /// let Command::Run(c) = cmd else { panic!() };
+    /// assert_eq!(c.queue, 8);
+    /// assert!(Config::parse(["--queue", "0"].map(Into::into), |_| None).is_err());
+    /// # Ok::<(), tinysse::ConfigError>(())
+    /// ```
+    pub fn parse<I, E>(args: I, env: E) -> Result<Command, ConfigError>
+    where
+        I: IntoIterator<Item = OsString>,
+        E: Fn(&str) -> Option<String>,
+    {
+        let mut c = Config::default();
+        for flag in VALUED {
+            let var = format!("TINYSSE_{}", flag.replace('-', "_").to_ascii_uppercase());
+            if let Some(v) = env(&var) {
+                apply(&mut c, flag, &var, &v)?;
+            }
+        }
+        if let Some(v) = env("TINYSSE_DEMO") {
+            c.demo = boolean("TINYSSE_DEMO", &v)?;
+        }
+        if let Some(v) = env("TINYSSE_FIREHOSE") {
+            c.firehose = boolean("TINYSSE_FIREHOSE", &v)?;
+        }
+
+        use lexopt::prelude::*;
+        let mut parser = lexopt::Parser::from_args(args);
+        while let Some(arg) = parser.next().map_err(|e| ConfigError(e.to_string()))? {
+            match arg {
+                Short('h') | Long("help") => return Ok(Command::Help),
+                Short('V') | Long("version") => return Ok(Command::Version),
+                Long("no-demo") => c.demo = false,
+                Long("firehose") => c.firehose = true,
+                Long(name) if VALUED.contains(&name) => {
+                    let name = name.to_string();
+                    let source = format!("--{name}");
+                    let value = parser
+                        .value()
+                        .map_err(|_| ConfigError(format!("{source}: missing value")))?;
+                    let value = value
+                        .into_string()
+                        .map_err(|_| ConfigError(format!("{source}: value is not UTF-8")))?;
+                    apply(&mut c, &name, &source, &value)?;
+                }
+                other => return Err(ConfigError(other.unexpected().to_string())),
+            }
+        }
+        Ok(Command::Run(c))
+    }
+
+    /// A server builder with these settings.
+    pub fn builder(&self) -> ServerBuilder {
+        crate::Server::builder()
+            .addr(self.addr.clone())
+            .public_dir(Some(self.public.clone()))
+            .heartbeat((self.heartbeat_secs > 0).then(|| Duration::from_secs(self.heartbeat_secs)))
+            .retry(Some(self.retry_ms))
+            .max_streams(self.max_streams)
+            .queue(self.queue)
+            .history(self.history)
+            .max_topics(self.max_topics)
+            .max_body(self.max_body)
+            .publish_token(self.publish_token.clone())
+            .cors_origin(self.cors_origin.clone())
+            .demo(self.demo)
+            .firehose(self.firehose)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str], env: &[(&str, &str)]) -> Result<Command, ConfigError> {
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Config::parse(args.iter().map(OsString::from), |k| {
+            env.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone())
+        })
+    }
+
+    fn run(args: &[&str], env: &[(&str, &str)]) -> Config {
+        match parse(args, env).unwrap() {
+            Command::Run(c) => c,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn flags_win_over_env() {
+        let c = run(
+            &["--queue", "9"],
+            &[("TINYSSE_QUEUE", "3"), ("TINYSSE_HISTORY", "7")],
+        );
+        assert_eq!(c.queue, 9);
+        assert_eq!(c.history, 7);
+        assert_eq!(run(&["--queue=4"], &[]).queue, 4);
+    }
+
+    #[test]
+    fn errors_name_the_flag() {
+        let e = parse(&["--queue", "0"], &[]).unwrap_err();
+        assert!(e.0.contains("--queue"), "{e}");
+        let e = parse(&["--max-streams", "x"], &[]).unwrap_err();
+        assert!(e.0.contains("--max-streams"), "{e}");
+        let e = parse(&["--bogus"], &[]).unwrap_err();
+        assert!(e.0.contains("--bogus"), "{e}");
+        let e = parse(&[], &[("TINYSSE_RETRY", "-1")]).unwrap_err();
+        assert!(e.0.contains("TINYSSE_RETRY"), "{e}");
+        let e = parse(&["--addr", "nonsense"], &[]).unwrap_err();
+        assert!(e.0.contains("--addr"), "{e}");
+        assert!(
+            parse(&["--heartbeat"], &[])
+                .unwrap_err()
+                .0
+                .contains("--heartbeat")
+        );
+    }
+
+    #[test]
+    fn switches() {
+        assert!(!run(&["--no-demo"], &[]).demo);
+        assert!(!run(&[], &[("TINYSSE_DEMO", "0")]).demo);
+        assert!(run(&[], &[("TINYSSE_FIREHOSE", "1")]).firehose);
+        assert_eq!(parse(&["--help"], &[]).unwrap(), Command::Help);
+        assert_eq!(parse(&["-V"], &[]).unwrap(), Command::Version);
+    }
+}

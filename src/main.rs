@@ -1,0 +1,79 @@
+//! The `tinysse` binary: flags in, server up, wait for SIGINT/SIGTERM.
+
+use std::io::Write;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use tinysse::{Command, Config};
+
+/// Logs to stderr; `TINYSSE_LOG=debug|info|warn|error|off` picks the level.
+struct StderrLog;
+
+impl log::Log for StderrLog {
+    fn enabled(&self, m: &log::Metadata) -> bool {
+        m.level() <= log::max_level()
+    }
+    fn log(&self, r: &log::Record) {
+        if self.enabled(r.metadata()) {
+            eprintln!(
+                "tinysse: {}: {}",
+                r.level().as_str().to_lowercase(),
+                r.args()
+            );
+        }
+    }
+    fn flush(&self) {}
+}
+
+fn main() -> ExitCode {
+    let level = std::env::var("TINYSSE_LOG")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(log::LevelFilter::Warn);
+    let _ = log::set_logger(&StderrLog).map(|()| log::set_max_level(level));
+
+    let config = match Config::parse(std::env::args_os().skip(1), |k| std::env::var(k).ok()) {
+        Ok(Command::Run(c)) => c,
+        Ok(Command::Help) => {
+            print!("{}", tinysse::USAGE);
+            return ExitCode::SUCCESS;
+        }
+        Ok(Command::Version) => {
+            println!("tinysse {}", env!("CARGO_PKG_VERSION"));
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            eprintln!("tinysse: {e} (see --help)");
+            return ExitCode::from(2);
+        }
+    };
+
+    let (signal_tx, signal_rx) = crossbeam_channel::bounded::<()>(1);
+    if let Err(e) = ctrlc::set_handler(move || {
+        let _ = signal_tx.try_send(());
+    }) {
+        eprintln!("tinysse: cannot install the signal handler: {e}");
+        return ExitCode::from(1);
+    }
+
+    let server = match config.builder().start() {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("tinysse: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "listening on http://{}", server.addr());
+    let _ = out.flush();
+    drop(out);
+
+    let _ = signal_rx.recv();
+    log::info!("shutting down");
+    // Streams get most of the 2 s budget; whatever is still stuck in a write
+    // to a dead client is cut off by the process exit.
+    if !server.join_timeout(Duration::from_millis(1500)) {
+        log::warn!("some streams did not end in time");
+    }
+    ExitCode::SUCCESS
+}

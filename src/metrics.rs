@@ -1,0 +1,95 @@
+//! Counters shared by the hub and the server, and their Prometheus text.
+
+use std::fmt::Write;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// The server's counters; every field is updated lock-free.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    pub(crate) streams_active: AtomicU64,
+    pub(crate) streams_total: AtomicU64,
+    pub(crate) streams_rejected: AtomicU64,
+    pub(crate) events_published: AtomicU64,
+    pub(crate) frames_written: Arc<AtomicU64>,
+    pub(crate) subscribers_evicted: AtomicU64,
+    pub(crate) topics: AtomicU64,
+}
+
+impl Metrics {
+    /// Open SSE streams right now.
+    pub fn streams_active(&self) -> u64 {
+        self.streams_active.load(Ordering::Relaxed)
+    }
+
+    /// Events published since start.
+    pub fn events_published(&self) -> u64 {
+        self.events_published.load(Ordering::Relaxed)
+    }
+
+    /// Frames written to clients since start (events, `retry:`, heartbeats).
+    pub fn frames_written(&self) -> u64 {
+        self.frames_written.load(Ordering::Relaxed)
+    }
+
+    /// Subscribers dropped for reading too slowly.
+    pub fn subscribers_evicted(&self) -> u64 {
+        self.subscribers_evicted.load(Ordering::Relaxed)
+    }
+
+    /// The Prometheus text exposition of every counter.
+    pub fn render(&self) -> String {
+        let rows: [(&str, &str, &str, u64); 7] = [
+            (
+                "tinysse_streams_active",
+                "gauge",
+                "Open SSE streams.",
+                self.streams_active(),
+            ),
+            (
+                "tinysse_streams_total",
+                "counter",
+                "SSE streams opened since start.",
+                self.streams_total.load(Ordering::Relaxed),
+            ),
+            (
+                "tinysse_streams_rejected_total",
+                "counter",
+                "SSE streams refused with 503 (over --max-streams).",
+                self.streams_rejected.load(Ordering::Relaxed),
+            ),
+            (
+                "tinysse_events_published_total",
+                "counter",
+                "Events published to topics.",
+                self.events_published(),
+            ),
+            (
+                "tinysse_frames_written_total",
+                "counter",
+                "SSE frames written to clients (events, retry, heartbeats).",
+                self.frames_written(),
+            ),
+            (
+                "tinysse_subscribers_evicted_total",
+                "counter",
+                "Subscribers disconnected because their queue was full.",
+                self.subscribers_evicted(),
+            ),
+            (
+                "tinysse_topics",
+                "gauge",
+                "Topics held.",
+                self.topics.load(Ordering::Relaxed),
+            ),
+        ];
+        let mut out = String::with_capacity(1024);
+        for (name, kind, help, value) in rows {
+            let _ = write!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}\n"
+            );
+        }
+        out
+    }
+}

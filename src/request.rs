@@ -1,0 +1,135 @@
+//! What a stream handler sees of its request: method, path, decoded query,
+//! headers and peer, copied out of the HTTP layer so handlers never depend on
+//! it.
+
+use std::net::SocketAddr;
+
+use crate::files::percent_decode;
+
+/// A request, as handed to a custom stream route.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct StreamRequest {
+    pub(crate) method: String,
+    pub(crate) path: String,
+    pub(crate) query: Vec<(String, String)>,
+    pub(crate) headers: Vec<(String, String)>,
+    pub(crate) remote_addr: Option<SocketAddr>,
+}
+
+/// The query string could not be decoded.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct BadQuery;
+
+/// Splits a request target into its path and its decoded query pairs
+/// (`+` as space, as HTML forms send it).
+pub(crate) fn split_target(target: &str) -> Result<(&str, Vec<(String, String)>), BadQuery> {
+    let (path, query) = target.split_once('?').unwrap_or((target, ""));
+    let path = path.split_once('#').map_or(path, |(p, _)| p);
+    Ok((path, parse_pairs(query)?))
+}
+
+/// Decodes `a=1&b=2` pairs (also the form-urlencoded body format).
+pub(crate) fn parse_pairs(s: &str) -> Result<Vec<(String, String)>, BadQuery> {
+    s.split('&')
+        .filter(|p| !p.is_empty())
+        .map(|pair| {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            Ok((
+                percent_decode(k, true).ok_or(BadQuery)?,
+                percent_decode(v, true).ok_or(BadQuery)?,
+            ))
+        })
+        .collect()
+}
+
+impl StreamRequest {
+    pub(crate) fn from_http(rq: &tiny_http::Request) -> Result<StreamRequest, BadQuery> {
+        let (path, query) = split_target(rq.url())?;
+        Ok(StreamRequest {
+            method: rq.method().as_str().to_string(),
+            path: path.to_string(),
+            query,
+            headers: rq
+                .headers()
+                .iter()
+                .map(|h| (h.field.as_str().to_string(), h.value.as_str().to_string()))
+                .collect(),
+            remote_addr: rq.remote_addr().copied(),
+        })
+    }
+
+    /// A request for tests and for calling handlers directly.
+    ///
+    /// ```
+    /// let rq = tinysse::StreamRequest::new("GET", "/ticks?n=3");
+    /// assert_eq!(rq.query("n"), Some("3"));
+    /// ```
+    pub fn new(method: &str, target: &str) -> StreamRequest {
+        let (path, query) = split_target(target).unwrap_or((target, Vec::new()));
+        StreamRequest {
+            method: method.to_string(),
+            path: path.to_string(),
+            query,
+            ..StreamRequest::default()
+        }
+    }
+
+    /// The method, e.g. `GET`.
+    pub fn method(&self) -> &str {
+        &self.method
+    }
+
+    /// The path, without the query string, as sent (not percent-decoded).
+    pub fn path(&self) -> &str {
+        &self.path
+    }
+
+    /// The first value of a query parameter, decoded.
+    pub fn query(&self, name: &str) -> Option<&str> {
+        self.query
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// Every value of a query parameter, in order.
+    pub fn query_all<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+        self.query
+            .iter()
+            .filter(move |(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The first value of a header, by case-insensitive name.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The peer's address.
+    pub fn remote_addr(&self) -> Option<SocketAddr> {
+        self.remote_addr
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn targets_split_and_decode() {
+        let (p, q) = split_target("/events?topic=a&topic=b%2Fc&x=1+2").unwrap();
+        assert_eq!(p, "/events");
+        assert_eq!(
+            q,
+            vec![
+                ("topic".into(), "a".into()),
+                ("topic".into(), "b/c".into()),
+                ("x".into(), "1 2".into())
+            ]
+        );
+        assert_eq!(split_target("/e?topic=%zz"), Err(BadQuery));
+    }
+}

@@ -1,0 +1,527 @@
+//! Request handlers: streams (`/events`, `/async`, `/firehose`, custom
+//! routes) and short requests (`/publish`, `/healthz`, `/metrics`, files).
+
+use std::io::{Cursor, Read};
+use std::sync::Arc;
+
+use crossbeam_channel::bounded;
+use tiny_http::{Header, Method, Request, Response};
+
+use crate::event::{Event, Frame};
+use crate::files;
+use crate::hub::{PublishError, SubscribeError};
+use crate::request::{StreamRequest, parse_pairs};
+use crate::server::{Shared, StreamSlot, spawn_producer, spawn_stream};
+use crate::stream::{StreamEnd, StreamWriter};
+
+pub(crate) type Reply = Response<Cursor<Vec<u8>>>;
+
+fn header(name: &str, value: &str) -> Option<Header> {
+    Header::from_bytes(name.as_bytes(), value.as_bytes()).ok()
+}
+
+/// A plain-text answer: the status and a one-line reason.
+pub(crate) fn text(status: u16, body: &str) -> Reply {
+    let mut r = Response::from_data(format!("{body}\n").into_bytes()).with_status_code(status);
+    if let Some(h) = header("Content-Type", "text/plain; charset=utf-8") {
+        r.add_header(h);
+    }
+    r
+}
+
+fn with_cors(sh: &Shared, mut r: Reply) -> Reply {
+    if let Some(o) = &sh.config.cors_origin
+        && let Some(h) = header("Access-Control-Allow-Origin", o)
+    {
+        r.add_header(h);
+        if let Some(v) = header("Vary", "Origin") {
+            r.add_header(v);
+        }
+    }
+    r
+}
+
+fn method_not_allowed(allow: &str) -> Reply {
+    let mut r = text(405, &format!("method not allowed (allowed: {allow})"));
+    if let Some(h) = header("Allow", allow) {
+        r.add_header(h);
+    }
+    r
+}
+
+fn request_header<'a>(rq: &'a Request, name: &str) -> Option<&'a str> {
+    rq.headers()
+        .iter()
+        .find(|h| h.field.as_str().as_str().eq_ignore_ascii_case(name))
+        .map(|h| h.value.as_str())
+}
+
+fn path_of(rq: &Request) -> &str {
+    let url = rq.url();
+    let end = url.find(['?', '#']).unwrap_or(url.len());
+    &url[..end]
+}
+
+/// Takes over stream requests; hands anything else back for the worker pool.
+pub(crate) fn try_stream(sh: &Arc<Shared>, rq: Request) -> Option<Request> {
+    let path = path_of(&rq);
+    let kind = if path == "/events" {
+        Kind::Events
+    } else if path == "/firehose" && sh.config.firehose {
+        Kind::Firehose
+    } else if let Some(h) = sh.routes.get(path) {
+        Kind::Custom(h.clone())
+    } else {
+        return Some(rq);
+    };
+    if *rq.method() != Method::Get {
+        let _ = rq.respond(method_not_allowed("GET"));
+        return None;
+    }
+    let sreq = match StreamRequest::from_http(&rq) {
+        Ok(s) => s,
+        Err(_) => {
+            let _ = rq.respond(text(400, "malformed query string"));
+            return None;
+        }
+    };
+    match kind {
+        Kind::Events => start_events(sh, rq, &sreq),
+        Kind::Firehose => start_firehose(sh, rq, &sreq),
+        Kind::Custom(h) => start_custom(sh, rq, sreq, h),
+    }
+    None
+}
+
+enum Kind {
+    Events,
+    Firehose,
+    Custom(Arc<crate::server::StreamHandler>),
+}
+
+fn writer_for(sh: &Shared, rq: &Request) -> StreamWriter {
+    let mut w = StreamWriter::new()
+        .heartbeat(sh.config.heartbeat)
+        .retry(sh.config.retry)
+        .chunked(*rq.http_version() >= (1, 1))
+        .shutdown_signal(sh.shutdown.clone())
+        .count_frames(sh.metrics.frames_written.clone());
+    if let Some(o) = &sh.config.cors_origin {
+        w = w.header("Access-Control-Allow-Origin", o.clone());
+    }
+    w
+}
+
+fn over_capacity(rq: Request) {
+    let mut r = text(503, "too many open streams, try again later");
+    if let Some(h) = header("Retry-After", "5") {
+        r.add_header(h);
+    }
+    let _ = rq.respond(r);
+}
+
+fn log_end(path: &str, end: &StreamEnd) {
+    match end {
+        StreamEnd::ClientGone(e) => log::debug!("{path}: client gone: {e}"),
+        other => log::debug!("{path}: stream ended: {other:?}"),
+    }
+}
+
+fn start_events(sh: &Arc<Shared>, rq: Request, sreq: &StreamRequest) {
+    let topics: Vec<&str> = sreq.query_all("topic").collect();
+    if topics.is_empty() {
+        let _ = rq.respond(text(400, "missing topic parameter"));
+        return;
+    }
+    if topics.iter().any(|t| !crate::hub::valid_topic(t)) {
+        let _ = rq.respond(text(400, &SubscribeError::InvalidTopic.to_string()));
+        return;
+    }
+    // The header wins over the query parameter; a non-number means live only.
+    let last_id = sreq
+        .header("Last-Event-ID")
+        .or_else(|| sreq.query("lastEventId"))
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    let Some(slot) = StreamSlot::take(sh) else {
+        over_capacity(rq);
+        return;
+    };
+    let sub = match sh.hub.subscribe(&topics, last_id) {
+        Ok(s) => s,
+        Err(e @ SubscribeError::TooManyTopics) => {
+            let _ = rq.respond(text(429, &e.to_string()));
+            return;
+        }
+        Err(e) => {
+            let _ = rq.respond(text(400, &e.to_string()));
+            return;
+        }
+    };
+    let writer = writer_for(sh, &rq).evicted_flag(sub.evicted_flag());
+    let spawned = spawn_stream(slot, move || {
+        let prelude = sub.prelude();
+        let rx = sub.receiver().clone();
+        let end = writer.run_with_prelude(rq.into_writer(), &prelude, rx);
+        log_end("/events", &end);
+        drop(sub);
+    });
+    if let Err(e) = spawned {
+        log::error!("cannot start a stream thread: {e}");
+    }
+}
+
+fn start_custom(
+    sh: &Arc<Shared>,
+    rq: Request,
+    sreq: StreamRequest,
+    handler: Arc<crate::server::StreamHandler>,
+) {
+    let Some(slot) = StreamSlot::take(sh) else {
+        over_capacity(rq);
+        return;
+    };
+    let (tx, rx) = bounded::<Event>(sh.hub.limits().queue);
+    let writer = writer_for(sh, &rq);
+    let path = sreq.path.clone();
+    if let Err(e) = spawn_producer(handler, sreq, tx) {
+        log::error!("cannot start a producer thread: {e}");
+        let _ = rq.respond(text(503, "cannot start the stream"));
+        return;
+    }
+    let spawned = spawn_stream(slot, move || {
+        let end = writer.run(rq.into_writer(), rx);
+        log_end(&path, &end);
+    });
+    if let Err(e) = spawned {
+        log::error!("cannot start a stream thread: {e}");
+    }
+}
+
+/// Parses `/firehose` parameters: count 1..=10,000,000, size 1..=65,536.
+pub(crate) fn firehose_params(sreq: &StreamRequest) -> Result<(u64, usize), String> {
+    let count = sreq
+        .query("count")
+        .and_then(|v| v.parse::<u64>().ok())
+        .filter(|n| (1..=10_000_000).contains(n))
+        .ok_or("count must be a number from 1 to 10000000")?;
+    let size = sreq
+        .query("size")
+        .and_then(|v| v.parse::<usize>().ok())
+        .filter(|n| (1..=65_536).contains(n))
+        .ok_or("size must be a number from 1 to 65536")?;
+    Ok((count, size))
+}
+
+fn start_firehose(sh: &Arc<Shared>, rq: Request, sreq: &StreamRequest) {
+    let (count, size) = match firehose_params(sreq) {
+        Ok(p) => p,
+        Err(reason) => {
+            let _ = rq.respond(text(400, &reason));
+            return;
+        }
+    };
+    let Some(slot) = StreamSlot::take(sh) else {
+        over_capacity(rq);
+        return;
+    };
+    let (tx, rx) = bounded::<Frame>(sh.hub.limits().queue);
+    let producer = std::thread::Builder::new()
+        .name("tinysse-firehose".into())
+        .stack_size(crate::server::STREAM_STACK)
+        .spawn(move || crate::demo::firehose(count, size, tx));
+    if let Err(e) = producer {
+        log::error!("cannot start the firehose producer: {e}");
+        let _ = rq.respond(text(503, "cannot start the stream"));
+        return;
+    }
+    let writer = writer_for(sh, &rq);
+    let spawned = spawn_stream(slot, move || {
+        let end = writer.run(rq.into_writer(), rx);
+        log_end("/firehose", &end);
+    });
+    if let Err(e) = spawned {
+        log::error!("cannot start a stream thread: {e}");
+    }
+}
+
+/// Answers a short request on a worker thread.
+pub(crate) fn handle_short(sh: &Shared, rq: Request) {
+    let path = path_of(&rq).to_string();
+    let method = rq.method().clone();
+    let reply = match (path.as_str(), &method) {
+        ("/publish", Method::Post) => return publish(sh, rq),
+        ("/publish", Method::Options) => preflight(sh),
+        ("/publish", _) => with_cors(sh, method_not_allowed("POST, OPTIONS")),
+        ("/healthz", Method::Get | Method::Head) => text(200, "ok"),
+        ("/healthz", _) => method_not_allowed("GET, HEAD"),
+        ("/metrics", Method::Get | Method::Head) => {
+            let mut r = Response::from_data(sh.metrics.render().into_bytes());
+            if let Some(h) = header("Content-Type", "text/plain; version=0.0.4; charset=utf-8") {
+                r.add_header(h);
+            }
+            r
+        }
+        ("/metrics", _) => method_not_allowed("GET, HEAD"),
+        (_, Method::Get | Method::Head) => return static_file(sh, rq, &path),
+        _ => {
+            if sh.config.public.is_some() {
+                method_not_allowed("GET, HEAD")
+            } else {
+                text(404, "not found")
+            }
+        }
+    };
+    let _ = rq.respond(reply);
+}
+
+fn preflight(sh: &Shared) -> Reply {
+    let mut r = Response::from_data(Vec::new()).with_status_code(204);
+    if sh.config.cors_origin.is_some() {
+        r = with_cors(sh, r);
+        for (k, v) in [
+            ("Access-Control-Allow-Methods", "POST, OPTIONS"),
+            (
+                "Access-Control-Allow-Headers",
+                "Authorization, Content-Type, Last-Event-ID",
+            ),
+            ("Access-Control-Max-Age", "600"),
+        ] {
+            if let Some(h) = header(k, v) {
+                r.add_header(h);
+            }
+        }
+    } else if let Some(h) = header("Allow", "POST, OPTIONS") {
+        r.add_header(h);
+    }
+    r
+}
+
+fn static_file(sh: &Shared, rq: Request, path: &str) {
+    let Some(root) = &sh.config.public else {
+        let _ = rq.respond(text(404, "not found"));
+        return;
+    };
+    let file = match files::resolve(root, path) {
+        Ok(p) => p,
+        Err(files::FileError::BadPath) => {
+            let _ = rq.respond(text(400, "malformed path"));
+            return;
+        }
+        Err(files::FileError::NotFound) => {
+            let _ = rq.respond(text(404, "not found"));
+            return;
+        }
+    };
+    match std::fs::File::open(&file) {
+        Ok(f) => {
+            let mut r = Response::from_file(f);
+            if let Some(h) = header("Content-Type", files::content_type(&file)) {
+                r.add_header(h);
+            }
+            if let Some(h) = header("Cache-Control", "no-cache") {
+                r.add_header(h);
+            }
+            let _ = rq.respond(r);
+        }
+        Err(_) => {
+            let _ = rq.respond(text(404, "not found"));
+        }
+    }
+}
+
+/// Compares without an early exit, so the time taken does not reveal how
+/// much of a guessed token was right.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    let mut diff = a.len() ^ b.len();
+    for (i, x) in a.iter().enumerate() {
+        diff |= (x ^ b.get(i).copied().unwrap_or(0)) as usize;
+    }
+    diff == 0
+}
+
+enum BodyKind {
+    Json,
+    Form,
+}
+
+/// A parsed publish request.
+#[derive(Debug, PartialEq)]
+pub(crate) struct Publish {
+    pub(crate) topic: String,
+    pub(crate) event: Event,
+}
+
+/// Parses a publish body; the error is the one-line reason for a `400`.
+pub(crate) fn parse_publish(body: &[u8], json: bool) -> Result<Publish, String> {
+    let (topic, data, event) = if json {
+        let v: serde_json::Value =
+            serde_json::from_slice(body).map_err(|e| format!("bad JSON: {e}"))?;
+        let serde_json::Value::Object(mut obj) = v else {
+            return Err("bad JSON: expected an object".into());
+        };
+        let topic = match obj.remove("topic") {
+            Some(serde_json::Value::String(s)) => s,
+            Some(_) => return Err("topic must be a string".into()),
+            None => return Err("missing topic".into()),
+        };
+        let data = match obj.remove("data") {
+            Some(serde_json::Value::String(s)) => s,
+            Some(other) => other.to_string(),
+            None => return Err("missing data".into()),
+        };
+        let event = match obj.remove("event") {
+            Some(serde_json::Value::String(s)) => s,
+            Some(serde_json::Value::Null) | None => String::new(),
+            Some(_) => return Err("event must be a string".into()),
+        };
+        (topic, data, event)
+    } else {
+        let text = std::str::from_utf8(body).map_err(|_| "bad form: not UTF-8".to_string())?;
+        let pairs = parse_pairs(text).map_err(|_| "bad form: malformed percent-encoding")?;
+        let one = |name: &str| -> Result<Option<String>, String> {
+            let mut vals = pairs.iter().filter(|(k, _)| k == name).map(|(_, v)| v);
+            let first = vals.next().cloned();
+            if vals.next().is_some() {
+                return Err(format!("exactly one {name} is allowed"));
+            }
+            Ok(first)
+        };
+        let topic = one("topic")?.ok_or("missing topic")?;
+        let data = one("data")?.ok_or("missing data")?;
+        let event = one("event")?.unwrap_or_default();
+        (topic, data, event)
+    };
+    if !crate::hub::valid_topic(&topic) {
+        return Err(PublishError::InvalidTopic.to_string());
+    }
+    let event = Event::data(data)
+        .with_event(event)
+        .map_err(|e| e.to_string())?;
+    Ok(Publish { topic, event })
+}
+
+fn publish(sh: &Shared, mut rq: Request) {
+    let reply = |rq: Request, r: Reply| {
+        let _ = rq.respond(with_cors(sh, r));
+    };
+    match &sh.config.publish_token {
+        Some(token) => {
+            let given = request_header(&rq, "Authorization")
+                .and_then(|v| v.strip_prefix("Bearer "))
+                .unwrap_or("");
+            if !constant_time_eq(given.trim().as_bytes(), token.as_bytes()) {
+                let mut r = text(401, "missing or wrong bearer token");
+                if let Some(h) = header("WWW-Authenticate", "Bearer") {
+                    r.add_header(h);
+                }
+                return reply(rq, r);
+            }
+        }
+        None => {
+            if !rq.remote_addr().is_some_and(|a| a.ip().is_loopback()) {
+                return reply(
+                    rq,
+                    text(
+                        403,
+                        "publishing is allowed from loopback only (no token set)",
+                    ),
+                );
+            }
+        }
+    }
+    let ctype = request_header(&rq, "Content-Type")
+        .map(|v| {
+            v.split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_ascii_lowercase()
+        })
+        .unwrap_or_default();
+    let kind = match ctype.as_str() {
+        "application/json" => BodyKind::Json,
+        "application/x-www-form-urlencoded" => BodyKind::Form,
+        _ => {
+            return reply(
+                rq,
+                text(
+                    415,
+                    "use Content-Type application/json or application/x-www-form-urlencoded",
+                ),
+            );
+        }
+    };
+    let max = sh.config.max_body;
+    let too_large = || text(413, &format!("body larger than {max} bytes"));
+    if rq.body_length().is_some_and(|n| n as u64 > max) {
+        return reply(rq, too_large());
+    }
+    let mut body = Vec::new();
+    if let Err(e) = rq.as_reader().take(max + 1).read_to_end(&mut body) {
+        return reply(rq, text(400, &format!("cannot read body: {e}")));
+    }
+    if body.len() as u64 > max {
+        return reply(rq, too_large());
+    }
+    let parsed = match parse_publish(&body, matches!(kind, BodyKind::Json)) {
+        Ok(p) => p,
+        Err(reason) => return reply(rq, text(400, &reason)),
+    };
+    match sh.hub.publish(&parsed.topic, &parsed.event) {
+        Ok(id) => {
+            let mut r = Response::from_data(format!("{{\"id\":\"{id}\"}}\n").into_bytes());
+            if let Some(h) = header("Content-Type", "application/json") {
+                r.add_header(h);
+            }
+            reply(rq, r)
+        }
+        Err(e @ PublishError::TooManyTopics) => reply(rq, text(429, &e.to_string())),
+        Err(e) => reply(rq, text(400, &e.to_string())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn publish_bodies() {
+        let p = parse_publish(br#"{"topic":"a","data":{"x":1},"event":"e"}"#, true).unwrap();
+        assert_eq!(p.topic, "a");
+        assert_eq!(p.event.to_bytes(), b"event: e\ndata: {\"x\":1}\n\n");
+        let p = parse_publish(b"topic=a&data=one+two%0Athree", false).unwrap();
+        assert_eq!(p.event.to_bytes(), b"data: one two\ndata: three\n\n");
+        assert!(parse_publish(b"topic=a&topic=b&data=x", false).is_err());
+        assert!(parse_publish(br#"{"topic":"a"}"#, true).is_err());
+        assert!(parse_publish(br#"{"topic":"a","data":1,"event":"x\ny"}"#, true).is_err());
+        assert!(parse_publish(br#"{"topic":"a b","data":1}"#, true).is_err());
+        assert!(parse_publish(b"[1]", true).is_err());
+        assert!(parse_publish(b"\xff", false).is_err());
+    }
+
+    #[test]
+    fn token_comparison() {
+        assert!(constant_time_eq(b"abc", b"abc"));
+        assert!(!constant_time_eq(b"abc", b"abd"));
+        assert!(!constant_time_eq(b"abc", b"ab"));
+        assert!(!constant_time_eq(b"", b"a"));
+    }
+
+    #[test]
+    fn firehose_ranges() {
+        let ok = StreamRequest::new("GET", "/firehose?count=5&size=64");
+        assert_eq!(firehose_params(&ok), Ok((5, 64)));
+        for bad in [
+            "count=0&size=1",
+            "count=1&size=0",
+            "count=1&size=65537",
+            "size=1",
+            "count=10000001&size=1",
+        ] {
+            assert!(
+                firehose_params(&StreamRequest::new("GET", &format!("/firehose?{bad}"))).is_err(),
+                "{bad}"
+            );
+        }
+    }
+}

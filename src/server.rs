@@ -1,0 +1,569 @@
+//! The server: a builder, the listener (socket2, handed to tiny_http), the
+//! dispatcher, a bounded pool for short requests, a thread per stream, and
+//! graceful shutdown.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::io;
+use std::net::{SocketAddr, TcpListener, ToSocketAddrs};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError, bounded};
+use socket2::{Domain, Protocol, SockAddr, Socket, TcpKeepalive, Type};
+
+use crate::event::Event;
+use crate::hub::{Hub, HubLimits};
+use crate::metrics::Metrics;
+use crate::request::StreamRequest;
+use crate::routes;
+
+/// A custom stream route's handler: it gets the request and a `Sender`, runs
+/// on a producer thread of its own, and ends the stream by dropping the sender.
+pub type StreamHandler = dyn Fn(&StreamRequest, Sender<Event>) + Send + Sync + 'static;
+
+/// Stack for a stream's writer thread: it only moves bytes from a channel to
+/// a socket, so it needs little, and thousands of streams add up.
+pub(crate) const STREAM_STACK: usize = 64 * 1024;
+/// Stack for a custom route's producer thread: user code, so more room.
+const PRODUCER_STACK: usize = 256 * 1024;
+
+/// Everything the request handlers share.
+pub(crate) struct Shared {
+    pub(crate) config: Settings,
+    pub(crate) hub: Hub,
+    pub(crate) metrics: Arc<Metrics>,
+    pub(crate) routes: HashMap<String, Arc<StreamHandler>>,
+    /// Disconnects when shutdown begins; every writer selects on it.
+    pub(crate) shutdown: Receiver<()>,
+    pub(crate) stopping: AtomicBool,
+    /// Each stream thread holds a clone; all dropped = all streams ended.
+    pub(crate) streams_alive: Mutex<Option<Sender<()>>>,
+}
+
+/// The settings a server runs with (the builder's values).
+#[derive(Clone, Debug)]
+pub(crate) struct Settings {
+    pub(crate) public: Option<PathBuf>,
+    pub(crate) heartbeat: Option<Duration>,
+    pub(crate) retry: Option<u64>,
+    pub(crate) max_streams: u64,
+    pub(crate) max_body: u64,
+    pub(crate) publish_token: Option<String>,
+    pub(crate) cors_origin: Option<String>,
+    pub(crate) demo: bool,
+    pub(crate) firehose: bool,
+}
+
+/// Builds and starts a server.
+///
+/// ```
+/// use tinysse::{Event, Server};
+///
+/// let server = Server::builder()
+///     .addr("127.0.0.1:0")
+///     .demo(false)
+///     .stream_route("/ticks", |_req, tx| {
+///         for i in 0..3 {
+///             if tx.send(Event::data(i.to_string())).is_err() {
+///                 return; // the client went away
+///             }
+///         }
+///     })
+///     .start()?;
+/// println!("listening on http://{}", server.addr());
+/// server.shutdown();
+/// server.join();
+/// # Ok::<(), tinysse::StartError>(())
+/// ```
+pub struct ServerBuilder {
+    addr: String,
+    settings: Settings,
+    limits: HubLimits,
+    workers: usize,
+    write_timeout: Option<Duration>,
+    routes: HashMap<String, Arc<StreamHandler>>,
+}
+
+/// The entry point: `Server::builder()`.
+#[derive(Debug)]
+pub struct Server;
+
+impl Server {
+    /// A builder with the defaults of the binary (demo on, port 8080).
+    pub fn builder() -> ServerBuilder {
+        ServerBuilder::default()
+    }
+}
+
+impl Default for ServerBuilder {
+    fn default() -> Self {
+        ServerBuilder {
+            addr: "127.0.0.1:8080".to_string(),
+            settings: Settings {
+                public: Some(PathBuf::from("public")),
+                heartbeat: Some(Duration::from_secs(15)),
+                retry: Some(2000),
+                max_streams: 1024,
+                max_body: 65536,
+                publish_token: None,
+                cors_origin: None,
+                demo: true,
+                firehose: false,
+            },
+            limits: HubLimits::default(),
+            workers: 4,
+            write_timeout: Some(Duration::from_secs(10)),
+            routes: HashMap::new(),
+        }
+    }
+}
+
+/// Why the server did not start.
+#[derive(Debug)]
+pub enum StartError {
+    /// The address did not resolve.
+    Resolve(String, io::Error),
+    /// Binding or configuring the listening socket failed.
+    Bind(SocketAddr, io::Error),
+    /// The HTTP layer refused the listener.
+    Http(String),
+}
+
+impl fmt::Display for StartError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StartError::Resolve(a, e) => write!(f, "cannot resolve {a}: {e}"),
+            StartError::Bind(a, e) => write!(f, "cannot listen on {a}: {e}"),
+            StartError::Http(e) => write!(f, "cannot start the HTTP server: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for StartError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            StartError::Resolve(_, e) | StartError::Bind(_, e) => Some(e),
+            StartError::Http(_) => None,
+        }
+    }
+}
+
+macro_rules! setter {
+    ($(#[$doc:meta])* $name:ident, $ty:ty, |$s:ident, $v:ident| $body:expr, $example:literal) => {
+        $(#[$doc])*
+        ///
+        /// ```
+        #[doc = concat!("let b = tinysse::Server::builder().", $example, ";")]
+        /// # let _ = b;
+        /// ```
+        pub fn $name(mut self, $v: $ty) -> ServerBuilder {
+            let $s = &mut self;
+            $body;
+            self
+        }
+    };
+}
+
+impl ServerBuilder {
+    setter!(
+        /// The listen address; port 0 picks a free port (see [`ServerHandle::addr`]).
+        addr, impl Into<String>, |s, v| s.addr = v.into(), "addr(\"127.0.0.1:0\")"
+    );
+    setter!(
+        /// The static files directory (`/` serves its `index.html`); `None` serves none.
+        public_dir, Option<PathBuf>, |s, v| s.settings.public = v, "public_dir(Some(\"public\".into()))"
+    );
+    setter!(
+        /// The idle time after which a stream gets `: keep-alive`; `None` turns it off.
+        heartbeat, Option<Duration>, |s, v| s.settings.heartbeat = v,
+        "heartbeat(Some(std::time::Duration::from_secs(15)))"
+    );
+    setter!(
+        /// The `retry:` sent at the start of each stream; `None` sends none.
+        retry, Option<u64>, |s, v| s.settings.retry = v, "retry(Some(2000))"
+    );
+    setter!(
+        /// Open streams allowed at once; one more gets `503` with `Retry-After`.
+        max_streams, u64, |s, v| s.settings.max_streams = v, "max_streams(1024)"
+    );
+    setter!(
+        /// Frames queued per subscriber before it is evicted.
+        queue, usize, |s, v| s.limits.queue = v, "queue(256)"
+    );
+    setter!(
+        /// Events kept per topic for `Last-Event-ID` replay.
+        history, usize, |s, v| s.limits.history = v, "history(1024)"
+    );
+    setter!(
+        /// Topics held at once; a publish or subscribe that would create one more gets `429`.
+        max_topics, usize, |s, v| s.limits.max_topics = v, "max_topics(10_000)"
+    );
+    setter!(
+        /// The largest publish body in bytes.
+        max_body, u64, |s, v| s.settings.max_body = v, "max_body(65536)"
+    );
+    setter!(
+        /// Requires `Authorization: Bearer <token>` to publish; without one, only
+        /// loopback peers may publish.
+        publish_token, Option<String>, |s, v| s.settings.publish_token = v,
+        "publish_token(Some(\"secret\".into()))"
+    );
+    setter!(
+        /// The `Access-Control-Allow-Origin` value for SSE and publish answers.
+        cors_origin, Option<String>, |s, v| s.settings.cors_origin = v,
+        "cors_origin(Some(\"https://example.com\".into()))"
+    );
+    setter!(
+        /// Serves the seed's `/async` demo and publishes host metrics on topic `demo`.
+        demo, bool, |s, v| s.settings.demo = v, "demo(false)"
+    );
+    setter!(
+        /// Serves `/firehose`, a throughput test stream.
+        firehose, bool, |s, v| s.settings.firehose = v, "firehose(true)"
+    );
+    setter!(
+        /// Threads for short requests (static files, publish, metrics); at least 1.
+        workers, usize, |s, v| s.workers = v.max(1), "workers(4)"
+    );
+    setter!(
+        /// How long a write to a client may block before the stream is dropped
+        /// (a client that stopped reading); `None` waits forever.
+        write_timeout, Option<Duration>, |s, v| s.write_timeout = v,
+        "write_timeout(Some(std::time::Duration::from_secs(10)))"
+    );
+
+    /// Adds a stream route: each `GET path` runs `handler` on a thread of its
+    /// own with a `Sender`; every event sent is written and flushed at once,
+    /// and the response ends when the handler drops the sender.
+    ///
+    /// ```
+    /// let b = tinysse::Server::builder().stream_route("/once", |_req, tx| {
+    ///     let _ = tx.send(tinysse::Event::data("hi"));
+    /// });
+    /// # let _ = b;
+    /// ```
+    pub fn stream_route<F>(mut self, path: &str, handler: F) -> ServerBuilder
+    where
+        F: Fn(&StreamRequest, Sender<Event>) + Send + Sync + 'static,
+    {
+        self.routes.insert(path.to_string(), Arc::new(handler));
+        self
+    }
+
+    /// Binds the listener and starts serving on background threads.
+    pub fn start(self) -> Result<ServerHandle, StartError> {
+        let addr = self
+            .addr
+            .to_socket_addrs()
+            .map_err(|e| StartError::Resolve(self.addr.clone(), e))?
+            .next()
+            .ok_or_else(|| {
+                StartError::Resolve(
+                    self.addr.clone(),
+                    io::Error::new(io::ErrorKind::NotFound, "no address"),
+                )
+            })?;
+        let listener = listen(addr, self.write_timeout).map_err(|e| StartError::Bind(addr, e))?;
+        let local = listener
+            .local_addr()
+            .map_err(|e| StartError::Bind(addr, e))?;
+        let http = tiny_http::Server::from_listener(listener, None)
+            .map_err(|e| StartError::Http(e.to_string()))?;
+        let http = Arc::new(http);
+
+        let metrics = Arc::new(Metrics::default());
+        let hub = Hub::with_metrics(self.limits, metrics.clone());
+        let (shutdown_tx, shutdown_rx) = bounded::<()>(0);
+        let (alive_tx, alive_rx) = bounded::<()>(0);
+        let mut routes = self.routes;
+        if self.settings.demo {
+            routes
+                .entry("/async".to_string())
+                .or_insert_with(|| Arc::new(crate::demo::async_route));
+        }
+        let shared = Arc::new(Shared {
+            config: self.settings,
+            hub: hub.clone(),
+            metrics: metrics.clone(),
+            routes,
+            shutdown: shutdown_rx,
+            stopping: AtomicBool::new(false),
+            streams_alive: Mutex::new(Some(alive_tx)),
+        });
+
+        let mut threads = Vec::new();
+        let (work_tx, work_rx) = bounded::<tiny_http::Request>(64);
+        for i in 0..self.workers {
+            let rx = work_rx.clone();
+            let sh = shared.clone();
+            threads.push(spawn_named(
+                format!("tinysse-worker-{i}"),
+                256 * 1024,
+                move || {
+                    for rq in rx.iter() {
+                        routes::handle_short(&sh, rq);
+                    }
+                },
+            )?);
+        }
+        let sh = shared.clone();
+        let h = http.clone();
+        threads.push(spawn_named(
+            "tinysse-dispatch".into(),
+            256 * 1024,
+            move || dispatch(&sh, &h, work_tx),
+        )?);
+        if shared.config.demo {
+            let sh = shared.clone();
+            threads.push(spawn_named("tinysse-demo".into(), 256 * 1024, move || {
+                crate::demo::producer(&sh)
+            })?);
+        }
+        log::info!("listening on http://{local}");
+        Ok(ServerHandle {
+            addr: local,
+            hub,
+            metrics,
+            shared,
+            http: Mutex::new(Some(http)),
+            shutdown: Mutex::new(Some(shutdown_tx)),
+            threads: Mutex::new(threads),
+            streams_done: alive_rx,
+        })
+    }
+}
+
+fn spawn_named<F>(name: String, stack: usize, f: F) -> Result<JoinHandle<()>, StartError>
+where
+    F: FnOnce() + Send + 'static,
+{
+    thread::Builder::new()
+        .name(name)
+        .stack_size(stack)
+        .spawn(f)
+        .map_err(|e| StartError::Http(format!("cannot start a thread: {e}")))
+}
+
+/// The listening socket, with options Linux copies to every accepted socket:
+/// no Nagle delay on frames, a send timeout that drops clients who stop
+/// reading, and keepalive plus a user timeout that find peers who vanished.
+fn listen(addr: SocketAddr, write_timeout: Option<Duration>) -> io::Result<TcpListener> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    socket.set_tcp_nodelay(true)?;
+    socket.set_write_timeout(write_timeout)?;
+    socket.set_keepalive(true)?;
+    let ka = TcpKeepalive::new()
+        .with_time(Duration::from_secs(30))
+        .with_interval(Duration::from_secs(10));
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    let ka = ka.with_retries(3);
+    socket.set_tcp_keepalive(&ka)?;
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    socket.set_tcp_user_timeout(write_timeout.map(|t| t.max(Duration::from_secs(1))))?;
+    socket.bind(&SockAddr::from(addr))?;
+    socket.listen(1024)?;
+    Ok(socket.into())
+}
+
+fn dispatch(sh: &Arc<Shared>, http: &tiny_http::Server, work: Sender<tiny_http::Request>) {
+    loop {
+        let rq = match http.recv() {
+            Ok(rq) => rq,
+            Err(e) => {
+                if sh.stopping.load(Ordering::Acquire) {
+                    return;
+                }
+                log::warn!("receiving a request failed: {e}");
+                thread::sleep(Duration::from_millis(50));
+                continue;
+            }
+        };
+        if sh.stopping.load(Ordering::Acquire) {
+            let _ = rq.respond(routes::text(503, "shutting down"));
+            continue;
+        }
+        let rq = match routes::try_stream(sh, rq) {
+            Some(rq) => rq,
+            None => continue,
+        };
+        match work.try_send(rq) {
+            Ok(()) => {}
+            Err(TrySendError::Full(rq)) => {
+                let _ = rq.respond(routes::text(503, "busy, try again").with_header(
+                    tiny_http::Header::from_bytes("Retry-After", "1").expect("static header"),
+                ));
+            }
+            Err(TrySendError::Disconnected(_)) => return,
+        }
+    }
+}
+
+/// Holds one slot of `--max-streams` and keeps the server's shutdown waiting
+/// until the stream thread that owns it ends.
+pub(crate) struct StreamSlot {
+    shared: Arc<Shared>,
+    _alive: Sender<()>,
+}
+
+impl StreamSlot {
+    /// Takes a slot, or `None` when `max_streams` are open (counted as rejected).
+    pub(crate) fn take(sh: &Arc<Shared>) -> Option<StreamSlot> {
+        let alive = sh
+            .streams_alive
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()?;
+        let m = &sh.metrics;
+        let max = sh.config.max_streams;
+        let ok = m
+            .streams_active
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .is_ok();
+        if !ok {
+            m.streams_rejected.fetch_add(1, Ordering::Relaxed);
+            return None;
+        }
+        m.streams_total.fetch_add(1, Ordering::Relaxed);
+        Some(StreamSlot {
+            shared: sh.clone(),
+            _alive: alive,
+        })
+    }
+}
+
+impl Drop for StreamSlot {
+    fn drop(&mut self) {
+        self.shared
+            .metrics
+            .streams_active
+            .fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Runs `f` on a new stream thread that owns `slot`.
+pub(crate) fn spawn_stream<F>(slot: StreamSlot, f: F) -> io::Result<()>
+where
+    F: FnOnce() + Send + 'static,
+{
+    thread::Builder::new()
+        .name("tinysse-stream".into())
+        .stack_size(STREAM_STACK)
+        .spawn(move || {
+            let _slot = slot;
+            f()
+        })
+        .map(drop)
+}
+
+/// Runs a custom route's handler on a producer thread of its own.
+pub(crate) fn spawn_producer(
+    handler: Arc<StreamHandler>,
+    rq: StreamRequest,
+    tx: Sender<Event>,
+) -> io::Result<()> {
+    thread::Builder::new()
+        .name("tinysse-producer".into())
+        .stack_size(PRODUCER_STACK)
+        .spawn(move || handler(&rq, tx))
+        .map(drop)
+}
+
+/// A running server. Dropping it does not stop it: call
+/// [`shutdown`](Self::shutdown), then [`join`](Self::join).
+pub struct ServerHandle {
+    addr: SocketAddr,
+    hub: Hub,
+    metrics: Arc<Metrics>,
+    shared: Arc<Shared>,
+    http: Mutex<Option<Arc<tiny_http::Server>>>,
+    shutdown: Mutex<Option<Sender<()>>>,
+    threads: Mutex<Vec<JoinHandle<()>>>,
+    streams_done: Receiver<()>,
+}
+
+impl fmt::Debug for ServerHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ServerHandle")
+            .field("addr", &self.addr)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ServerHandle {
+    /// The address actually bound.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The hub: publish to the server's topics from any thread.
+    pub fn hub(&self) -> &Hub {
+        &self.hub
+    }
+
+    /// The server's counters.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// Starts a graceful shutdown and returns at once: new requests are
+    /// refused, and every open stream ends with a complete response.
+    pub fn shutdown(&self) {
+        self.shared.stopping.store(true, Ordering::Release);
+        drop(
+            self.shutdown
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .take(),
+        );
+        drop(
+            self.shared
+                .streams_alive
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .take(),
+        );
+        if let Some(http) = self.http.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
+            http.unblock();
+        }
+    }
+
+    /// Waits (after [`shutdown`](Self::shutdown), which it calls if needed)
+    /// until the server's threads end, giving open streams up to 2 s; returns
+    /// whether every stream ended in time.
+    pub fn join(self) -> bool {
+        self.join_timeout(Duration::from_secs(2))
+    }
+
+    /// Like [`join`](Self::join) with a chosen deadline for open streams.
+    pub fn join_timeout(self, streams: Duration) -> bool {
+        self.shutdown();
+        let deadline = Instant::now() + streams;
+        for t in self
+            .threads
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .drain(..)
+        {
+            let _ = t.join();
+        }
+        // Dropping the last handle on tiny_http's server closes the listener.
+        drop(self.http.lock().unwrap_or_else(|p| p.into_inner()).take());
+        loop {
+            match self
+                .streams_done
+                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            {
+                Ok(()) => continue,
+                Err(RecvTimeoutError::Disconnected) => return true,
+                Err(RecvTimeoutError::Timeout) => return false,
+            }
+        }
+    }
+}
