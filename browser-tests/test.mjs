@@ -1,0 +1,360 @@
+// Real-browser tests of the tinysse dashboard (public/index.html) in headless
+// Debian Chromium, driven by playwright-core (which never downloads a browser).
+//
+//   node test.mjs            # uses ${CARGO_TARGET_DIR:-<repo>/target}/release/tinysse
+//   TINYSSE_BIN=/path/to/tinysse node test.mjs
+//
+// The script starts the server itself on a free port, restarts it once on the
+// same port, and always stops it (SIGTERM) at the end. Prints
+// "N passed, M failed" and exits non-zero on any failure.
+
+import { spawn } from 'node:child_process';
+import fs from 'node:fs';
+import http from 'node:http';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { chromium } from 'playwright-core';
+
+const HERE = path.dirname(fileURLToPath(import.meta.url));
+const REPO = path.resolve(HERE, '..');
+const PUBLIC_DIR = process.env.TEST_PUBLIC_DIR || path.join(REPO, 'public');
+const ARTIFACTS = path.join(HERE, 'artifacts');
+const TARGET = process.env.CARGO_TARGET_DIR
+  ? path.resolve(REPO, process.env.CARGO_TARGET_DIR)
+  : path.join(REPO, 'target');
+const BIN = process.env.TINYSSE_BIN || path.join(TARGET, 'release', 'tinysse');
+const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
+const OVERALL_TIMEOUT_MS = 110_000;
+
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+// --------------------------------------------------------------------------
+// server process handling
+// --------------------------------------------------------------------------
+const servers = new Set();
+
+function startServer(addr) {
+  return new Promise((resolve, reject) => {
+    const args = ['--addr', addr, '--public', PUBLIC_DIR];
+    // a .mjs "binary" is a development mock, run with node
+    const [cmd, argv] = BIN.endsWith('.mjs') ? [process.execPath, [BIN, ...args]] : [BIN, args];
+    const proc = spawn(cmd, argv, { stdio: ['ignore', 'pipe', 'pipe'] });
+    const srv = { proc, stderr: '', exited: null, exitCode: undefined };
+    servers.add(srv);
+    srv.exited = new Promise((res) => proc.on('exit', (code, sig) => {
+      srv.exitCode = code ?? sig;
+      servers.delete(srv);
+      res(srv.exitCode);
+    }));
+    proc.stderr.on('data', (d) => { srv.stderr = (srv.stderr + d).slice(-4000); });
+    let out = '';
+    let done = false;
+    const timer = setTimeout(() => finish(new Error(`no "listening on" line within 15 s; stderr:\n${srv.stderr}`)), 15_000);
+    function finish(err, val) {
+      if (done) return;
+      done = true;
+      clearTimeout(timer);
+      if (err) { proc.kill('SIGKILL'); reject(err); } else resolve(val);
+    }
+    proc.on('error', (e) => finish(new Error(`cannot start ${BIN}: ${e.message}`)));
+    proc.on('exit', (code) => finish(new Error(`server exited (${code}) before listening; stderr:\n${srv.stderr}`)));
+    proc.stdout.on('data', (d) => {
+      out += d;
+      const nl = out.indexOf('\n');
+      if (nl < 0) return;
+      const first = out.slice(0, nl).replace(/\r$/, '');
+      const m = /^listening on http:\/\/(.+):(\d+)$/.exec(first);
+      if (!m) return finish(new Error(`first stdout line is not "listening on http://HOST:PORT": ${JSON.stringify(first)}`));
+      srv.host = m[1];
+      srv.port = Number(m[2]);
+      srv.url = `http://${m[1]}:${m[2]}`;
+      proc.stdout.resume();
+      finish(null, srv);
+    });
+  });
+}
+
+// SIGTERM, then wait; SIGKILL if it does not exit within `ms`.
+async function stopServer(srv, ms = 3000) {
+  if (srv.exitCode !== undefined) return { code: srv.exitCode, ms: 0, killed: false };
+  const t0 = Date.now();
+  srv.proc.kill('SIGTERM');
+  const code = await Promise.race([srv.exited, sleep(ms).then(() => 'timeout')]);
+  if (code !== 'timeout') return { code, ms: Date.now() - t0, killed: false };
+  srv.proc.kill('SIGKILL');
+  await Promise.race([srv.exited, sleep(2000)]);
+  return { code: 'timeout', ms: Date.now() - t0, killed: true };
+}
+
+process.on('exit', () => { for (const s of servers) try { s.proc.kill('SIGKILL'); } catch { /* gone */ } });
+
+// --------------------------------------------------------------------------
+// a tiny independent SSE client in node, to cross-check what the page shows
+// --------------------------------------------------------------------------
+function sseCollect(url) {
+  const events = new Map();
+  let req;
+  const ready = new Promise((resolve, reject) => {
+    req = http.get(url, { headers: { Accept: 'text/event-stream' } }, (res) => {
+      if (res.statusCode !== 200) return reject(new Error(`${url}: status ${res.statusCode}`));
+      resolve();
+      res.setEncoding('utf8');
+      let buf = '';
+      let ev = { id: '', data: [], type: '' };
+      res.on('data', (chunk) => {
+        buf += chunk;
+        let m;
+        while ((m = /\r\n|\r|\n/.exec(buf))) {
+          const line = buf.slice(0, m.index);
+          buf = buf.slice(m.index + m[0].length);
+          if (line === '') {
+            if (ev.data.length && (ev.type === '' || ev.type === 'message') && ev.id) events.set(ev.id, ev.data.join('\n'));
+            ev = { id: '', data: [], type: '' };
+            continue;
+          }
+          if (line.startsWith(':')) continue;
+          const i = line.indexOf(':');
+          const field = i < 0 ? line : line.slice(0, i);
+          let value = i < 0 ? '' : line.slice(i + 1);
+          if (value.startsWith(' ')) value = value.slice(1);
+          if (field === 'data') ev.data.push(value);
+          else if (field === 'id') ev.id = value;
+          else if (field === 'event') ev.type = value;
+        }
+      });
+      res.on('error', () => {});
+    });
+    req.on('error', reject);
+    req.setTimeout(10_000, () => req.destroy(new Error('connect timeout')));
+  });
+  return { events, ready, close: () => req.destroy() };
+}
+
+// --------------------------------------------------------------------------
+// tiny test runner
+// --------------------------------------------------------------------------
+const results = [];
+async function test(name, fn) {
+  const t0 = Date.now();
+  try {
+    await fn();
+    results.push({ name, ok: true });
+    console.log(`ok   - ${name} (${Date.now() - t0} ms)`);
+  } catch (e) {
+    results.push({ name, ok: false });
+    console.log(`FAIL - ${name} (${Date.now() - t0} ms)\n       ${String(e && e.stack || e).split('\n').join('\n       ')}`);
+  }
+}
+function assert(cond, msg) { if (!cond) throw new Error(msg); }
+
+// page helpers
+const text = (page, sel) => page.$eval(sel, (el) => el.textContent.trim());
+const waitText = (page, sel, want, timeout) => page.waitForFunction(
+  ([s, w]) => document.querySelector(s)?.textContent.trim() === w, [sel, want], { timeout, polling: 50 },
+).catch(async (e) => { throw new Error(`${sel} did not become ${JSON.stringify(want)} within ${timeout} ms (is ${JSON.stringify(await text(page, sel).catch(() => '?'))}): ${e.message.split('\n')[0]}`); });
+
+async function main() {
+  fs.mkdirSync(ARTIFACTS, { recursive: true });
+  let srv = await startServer('127.0.0.1:0');
+  const port = srv.port;
+  console.log(`# server ${BIN} at ${srv.url}`);
+
+  const browser = await chromium.launch({
+    executablePath: CHROMIUM,
+    headless: true,
+    timeout: 30_000,
+    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+      '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+  });
+  try {
+    const context = await browser.newContext({ viewport: { width: 1280, height: 900 } });
+    const page = await context.newPage();
+    page.setDefaultTimeout(10_000);
+    const consoleErrors = [];
+    const badResponses = [];
+    const asyncRequests = [];
+    page.on('console', (m) => { if (m.type() === 'error') consoleErrors.push(`console.error: ${m.text()}`); });
+    page.on('pageerror', (e) => consoleErrors.push(`page error: ${e.message}`));
+    page.on('response', (r) => { if (r.status() >= 400) badResponses.push(`${r.status()} ${r.url()}`); });
+    page.on('request', (r) => { if (new URL(r.url()).pathname === '/async') asyncRequests.push(Date.now()); });
+
+    // the node-side cross-check subscriber, live before the page loads
+    const demo = sseCollect(`${srv.url}/events?topic=demo`);
+    await demo.ready;
+
+    await test('page loads without console errors', async () => {
+      const resp = await page.goto(srv.url + '/', { waitUntil: 'load', timeout: 15_000 });
+      assert(resp && resp.status() === 200, `GET / answered ${resp && resp.status()}`);
+      await waitText(page, '#conn-state', 'open', 10_000);
+      await waitText(page, '#pub-state', 'open', 10_000);
+      // the stylesheet really applied (a wrong Content-Type makes Chromium drop it)
+      const bg = await page.$eval('.card', (el) => getComputedStyle(el).borderTopLeftRadius);
+      assert(bg === '12px', `style.css not applied (card radius ${bg})`);
+      await sleep(300);
+      assert(consoleErrors.length === 0, `console errors:\n${consoleErrors.join('\n')}`);
+      assert(badResponses.length === 0, `failed responses:\n${badResponses.join('\n')}`);
+    });
+
+    await test('/async panel shows 42, then 100, then ended (and nothing more)', async () => {
+      const items = () => page.$$eval('#async-log li', (lis) => lis.map((li) => (li.dataset.end ? 'ended' : li.dataset.val)));
+      const waitEnded = () => page.waitForFunction(() => document.querySelector('#async-log li[data-end]'), null, { timeout: 8000, polling: 50 });
+      const checkEnded = async () => {
+        const all = await items();
+        assert(JSON.stringify(all) === '["42","100","ended"]', `/async log should be 42,100,ended; got ${JSON.stringify(all)}`);
+        assert(await text(page, '#async-status') === 'ended', `status is ${await text(page, '#async-status')}`);
+      };
+      // the run started by the page load
+      await waitEnded();
+      await checkEnded();
+      assert(asyncRequests.length === 1, `expected one /async request after load, saw ${asyncRequests.length}`);
+      // "Run again" starts a fresh run: 42 alone first, 100 about a second later, then ended
+      await page.click('#async-run');
+      await page.waitForFunction(() => document.querySelectorAll('#async-log li').length >= 1, null, { timeout: 8000, polling: 20 });
+      const first = await items();
+      assert(JSON.stringify(first) === '["42"]', `first /async state should be ["42"], got ${JSON.stringify(first)}`);
+      await waitEnded();
+      await checkEnded();
+      assert(asyncRequests.length === 2, `"Run again" should make exactly one new /async request, saw ${asyncRequests.length - 1}`);
+      // nothing more: the source was closed, so no reconnect (retry is 2 s) and no new values
+      await sleep(3000);
+      await checkEnded();
+      assert(asyncRequests.length === 2, `the page requested /async again after "end" (${asyncRequests.length - 2} times)`);
+    });
+
+    await test('demo events update the last id, table and charts', async () => {
+      const snap = () => page.evaluate(() => ({
+        lastId: document.querySelector('#last-id').textContent.trim(),
+        tableId: document.querySelector('#latest').dataset.eventId,
+        rows: Object.fromEntries([...document.querySelectorAll('#latest tr[data-key]')]
+          .map((tr) => [tr.dataset.key, tr.querySelector('td').dataset.raw])),
+        charts: [...document.querySelectorAll('#charts canvas')].map((c) => c.toDataURL()).join('|'),
+        values: [...document.querySelectorAll('#charts .chart-value')].map((e) => e.textContent.trim()),
+      }));
+      const waitNewId = (prev) => page.waitForFunction((p) => {
+        const t = document.querySelector('#last-id').textContent.trim();
+        return /^\d+$/.test(t) && t !== p;
+      }, prev, { timeout: 6000, polling: 50 });
+      await waitNewId('');
+      const a = await snap();
+      await waitNewId(a.lastId);
+      const b = await snap();
+      assert(a.lastId !== b.lastId, 'last id did not change');
+      assert(BigInt(b.lastId) > BigInt(a.lastId), `ids should grow: ${a.lastId} then ${b.lastId}`);
+      assert(b.tableId === b.lastId, `table shows event ${b.tableId}, header shows ${b.lastId}`);
+      assert(a.charts !== b.charts, 'the charts did not change between two events');
+      assert(b.values.some((v) => v !== '–'), `no chart has a value: ${JSON.stringify(b.values)}`);
+      // the table holds exactly the fields of that event, as the server sent them
+      const deadline = Date.now() + 3000;
+      while (!demo.events.has(b.lastId) && Date.now() < deadline) await sleep(50);
+      assert(demo.events.has(b.lastId), `event ${b.lastId} was not seen by an independent subscriber (saw ${[...demo.events.keys()].join(',')})`);
+      const sent = JSON.parse(demo.events.get(b.lastId));
+      const want = Object.fromEntries(Object.entries(sent).map(([k, v]) => [k, JSON.stringify(v)]));
+      assert(Object.keys(want).length > 0, 'demo event has no fields');
+      assert(JSON.stringify(Object.entries(b.rows).sort()) === JSON.stringify(Object.entries(want).sort()),
+        `table does not match event ${b.lastId}:\n  table ${JSON.stringify(b.rows)}\n  event ${JSON.stringify(want)}`);
+    });
+    demo.close();
+
+    await test('a value published through the form appears in #pub-log', async () => {
+      const value = `hello from chromium ${Math.random().toString(36).slice(2, 10)}`;
+      assert(await page.inputValue('#pub-topic') === 'chat', 'default topic should be "chat"');
+      await page.fill('#pub-data', value);
+      await page.click('#pub-send');
+      await page.waitForFunction(() => document.querySelector('#pub-result')?.dataset.ok, null, { timeout: 5000, polling: 50 });
+      const res = await page.$eval('#pub-result', (el) => ({ ok: el.dataset.ok, id: el.dataset.id, text: el.textContent }));
+      assert(res.ok === 'true' && /^\d+$/.test(res.id), `publish answer: ${JSON.stringify(res)}`);
+      await page.waitForFunction((v) => [...document.querySelectorAll('#pub-log li')].some((li) => li.dataset.data === v), value, { timeout: 5000, polling: 50 })
+        .catch(() => { throw new Error(`"${value}" did not appear in #pub-log`); });
+      const li = await page.$eval('#pub-log li', (el) => ({ id: el.dataset.id, data: el.dataset.data }));
+      assert(li.data === value && li.id === res.id, `#pub-log head ${JSON.stringify(li)} should be id ${res.id}`);
+      assert(consoleErrors.length === 0, `console errors:\n${consoleErrors.join('\n')}`);
+      // an error answer is shown as status + body text (Chromium logs the 400 itself)
+      await page.fill('#pub-topic', 'no spaces allowed!');
+      await page.click('#pub-send');
+      await page.waitForFunction(() => document.querySelector('#pub-result')?.dataset.ok === 'false', null, { timeout: 5000, polling: 50 });
+      const err = await text(page, '#pub-result');
+      assert(/^400\b/.test(err), `invalid topic should show a 400 answer, shows ${JSON.stringify(err)}`);
+      const unexpected = consoleErrors.filter((m) => !/status of 400/.test(m));
+      assert(unexpected.length === 0, `console errors:\n${unexpected.join('\n')}`);
+      consoleErrors.length = 0;
+      // back to a valid topic: the page re-subscribes, and sees its own message again
+      const again = `${value} (again)`;
+      await page.fill('#pub-topic', 'chat');
+      await page.fill('#pub-data', again);
+      await page.click('#pub-send');
+      await page.waitForFunction(() => document.querySelector('#pub-result')?.dataset.ok === 'true', null, { timeout: 5000, polling: 50 });
+      await waitText(page, '#pub-state', 'open', 5000);
+      await page.waitForFunction((v) => document.querySelector('#pub-log li')?.dataset.data === v, again, { timeout: 5000, polling: 50 })
+        .catch(() => { throw new Error(`"${again}" did not appear in #pub-log after re-subscribing to chat`); });
+      assert(consoleErrors.length === 0, `console errors:\n${consoleErrors.join('\n')}`);
+    });
+
+    await page.screenshot({ path: path.join(ARTIFACTS, 'dashboard.png'), fullPage: true });
+
+    let restarted = false;
+    await test('after a server restart on the same port the page reconnects by itself', async () => {
+      const before = await page.evaluate(() => ({
+        lastId: document.querySelector('#last-id').textContent.trim(),
+        count: Number(document.querySelector('#event-count').textContent),
+      }));
+      const stop = await stopServer(srv);
+      assert(!stop.killed, `server did not exit within 3 s of SIGTERM; stderr:\n${srv.stderr}`);
+      assert(stop.code === 0, `server exited with ${stop.code} on SIGTERM`);
+      await page.waitForFunction(() => document.querySelector('#conn-state').textContent.trim() !== 'open', null, { timeout: 5000, polling: 50 })
+        .catch(() => { throw new Error('the page still says "open" 5 s after the server stopped'); });
+      // stay down long enough for the browser's own reconnect (retry: 2000 ms) to fail once
+      await sleep(3500);
+      srv = await startServer(`127.0.0.1:${port}`);
+      restarted = true;
+      assert(srv.port === port, `restarted on port ${srv.port}, wanted ${port}`);
+      await waitText(page, '#conn-state', 'open', 20_000);
+      await page.waitForFunction((b) => {
+        const id = document.querySelector('#last-id').textContent.trim();
+        return Number(document.querySelector('#event-count').textContent) > b.count && /^\d+$/.test(id) && BigInt(id) > BigInt(b.lastId);
+      }, before, { timeout: 10_000, polling: 100 }).catch(() => { throw new Error('no new demo event after the restart'); });
+      await waitText(page, '#pub-state', 'open', 10_000);
+    });
+
+    await test('the page shows a gap notice after the restart', async () => {
+      assert(restarted, 'the server was not restarted');
+      await page.waitForSelector('#gap-notice:not([hidden])', { timeout: 5000 })
+        .catch(() => { throw new Error('no gap notice: the new server sent no `gap` event for ids from before it started'); });
+      const g = await page.$eval('#gap-notice', (el) => ({ last: el.dataset.lastEventId, text: el.textContent }));
+      assert(/^\d+$/.test(g.last), `gap notice without the asked id: ${JSON.stringify(g)}`);
+    });
+
+    await page.screenshot({ path: path.join(ARTIFACTS, 'dashboard.png'), fullPage: true });
+    const phone = await context.newPage();
+    await phone.setViewportSize({ width: 390, height: 844 });
+    await phone.goto(srv.url + '/', { waitUntil: 'load' });
+    await phone.waitForFunction(() => document.querySelectorAll('#latest tr[data-key]').length > 0, null, { timeout: 5000 }).catch(() => {});
+    await phone.waitForFunction(() => document.querySelector('#async-log li[data-end]'), null, { timeout: 5000 }).catch(() => {});
+    await phone.screenshot({ path: path.join(ARTIFACTS, 'dashboard-phone.png'), fullPage: true });
+    await phone.close();
+  } finally {
+    await browser.close().catch(() => {});
+    const stop = await stopServer(srv);
+    if (stop.killed) console.log('# warning: the server needed SIGKILL at the end');
+  }
+}
+
+const overall = setTimeout(() => {
+  console.log(`FAIL - the whole run took over ${OVERALL_TIMEOUT_MS / 1000} s`);
+  for (const s of servers) try { s.proc.kill('SIGKILL'); } catch { /* gone */ }
+  const passed = results.filter((r) => r.ok).length;
+  console.log(`${passed} passed, ${results.length - passed + 1} failed`);
+  process.exit(1);
+}, OVERALL_TIMEOUT_MS);
+
+let setupError = null;
+try {
+  await main();
+} catch (e) {
+  setupError = e;
+  console.log(`FAIL - setup: ${e && e.stack || e}`);
+}
+clearTimeout(overall);
+const passed = results.filter((r) => r.ok).length;
+const failed = results.length - passed + (setupError ? 1 : 0);
+console.log(`${passed} passed, ${failed} failed`);
+process.exit(failed === 0 ? 0 : 1);
