@@ -1,0 +1,224 @@
+//! Helpers shared by the integration tests: start the real server on
+//! 127.0.0.1:0 and talk raw HTTP to it over `TcpStream`.
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use tinysse::{EventStream, ServerBuilder, ServerHandle};
+
+pub const TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A builder for tests: any free port, no demo, no static files, no heartbeat.
+pub fn builder() -> ServerBuilder {
+    tinysse::Server::builder()
+        .addr("127.0.0.1:0")
+        .demo(false)
+        .public_dir(None)
+        .heartbeat(None)
+}
+
+/// Starts the server, stopping it when the guard drops (even on a failed
+/// assertion), so no test leaves a server behind.
+pub struct Running(pub Option<ServerHandle>);
+
+impl Running {
+    pub fn addr(&self) -> SocketAddr {
+        self.0.as_ref().expect("running").addr()
+    }
+    pub fn handle(&self) -> &ServerHandle {
+        self.0.as_ref().expect("running")
+    }
+    pub fn stop(mut self) -> bool {
+        self.0.take().expect("running").join()
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Some(h) = self.0.take() {
+            h.join();
+        }
+    }
+}
+
+pub fn start(b: ServerBuilder) -> Running {
+    Running(Some(b.start().expect("server starts")))
+}
+
+/// A complete HTTP response.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+impl Reply {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// Sends raw request bytes and reads one response (its body too, unless
+/// `head_only`, as for a HEAD request).
+pub fn raw(addr: SocketAddr, request: &[u8]) -> Reply {
+    let s = TcpStream::connect(addr).expect("connect");
+    s.set_read_timeout(Some(TIMEOUT)).unwrap();
+    (&s).write_all(request).expect("send request");
+    let head_only = request.starts_with(b"HEAD ");
+    let stream = EventStream::from_socket(s).expect("response head");
+    let status = stream.status();
+    let headers = stream.headers().to_vec();
+    let body = if head_only || status == 204 {
+        String::new()
+    } else {
+        stream.body_text().expect("response body")
+    };
+    Reply {
+        status,
+        headers,
+        body,
+    }
+}
+
+pub fn get(addr: SocketAddr, target: &str) -> Reply {
+    raw(
+        addr,
+        format!("GET {target} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+}
+
+pub fn request(
+    addr: SocketAddr,
+    method: &str,
+    target: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Reply {
+    let mut req = format!(
+        "{method} {target} HTTP/1.1\r\nHost: t\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    let mut bytes = req.into_bytes();
+    bytes.extend_from_slice(body);
+    raw(addr, &bytes)
+}
+
+/// `POST /publish` with a JSON body; returns the reply.
+pub fn publish_json(addr: SocketAddr, body: &str) -> Reply {
+    request(
+        addr,
+        "POST",
+        "/publish",
+        &[("Content-Type", "application/json")],
+        body.as_bytes(),
+    )
+}
+
+/// Publishes and returns the id the server gave.
+pub fn publish_ok(addr: SocketAddr, topic: &str, data: &serde_json::Value) -> u64 {
+    let body = serde_json::json!({"topic": topic, "data": data}).to_string();
+    let r = publish_json(addr, &body);
+    assert_eq!(r.status, 200, "publish failed: {}", r.body);
+    let v: serde_json::Value = serde_json::from_str(&r.body).expect("JSON answer");
+    v["id"]
+        .as_str()
+        .expect("id string")
+        .parse()
+        .expect("decimal id")
+}
+
+/// Opens an SSE stream with a read timeout, so no test can hang on it.
+pub fn sse(addr: SocketAddr, target: &str, headers: &[(&str, &str)]) -> EventStream {
+    let s = EventStream::connect(addr, target, headers).expect("connect");
+    s.set_read_timeout(Some(TIMEOUT)).unwrap();
+    s
+}
+
+/// Polls `cond` every few ms until it holds or `limit` passes.
+pub fn wait_until(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let end = Instant::now() + limit;
+    while Instant::now() < end {
+        if cond() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    cond()
+}
+
+/// The tinysse binary, started with `args`; kill it on drop.
+pub struct Bin {
+    pub child: Child,
+    pub addr: SocketAddr,
+}
+
+impl Bin {
+    pub fn start(args: &[&str]) -> Bin {
+        Bin::start_env(args, &[])
+    }
+
+    pub fn start_env(args: &[&str], env: &[(&str, &str)]) -> Bin {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_tinysse"));
+        cmd.args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("spawn tinysse");
+        let mut out = child.stdout.take().expect("stdout");
+        // Read the first line byte by byte: nothing else may be consumed.
+        let mut line = Vec::new();
+        let mut b = [0u8; 1];
+        while out.read(&mut b).map(|n| n == 1).unwrap_or(false) && b[0] != b'\n' {
+            line.push(b[0]);
+        }
+        let line = String::from_utf8(line).expect("UTF-8 line");
+        let addr = line
+            .strip_prefix("listening on http://")
+            .unwrap_or_else(|| panic!("unexpected first line: {line:?}"))
+            .parse()
+            .expect("HOST:PORT");
+        Bin { child, addr }
+    }
+
+    pub fn signal(&self, sig: &str) {
+        let ok = Command::new("kill")
+            .args([&format!("-{sig}"), &self.child.id().to_string()])
+            .status()
+            .expect("kill")
+            .success();
+        assert!(ok, "kill -{sig} failed");
+    }
+
+    /// Waits up to `limit` for the process to exit; its exit code.
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<i32> {
+        let end = Instant::now() + limit;
+        while Instant::now() < end {
+            if let Some(st) = self.child.try_wait().expect("try_wait") {
+                return st.code();
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        None
+    }
+}
+
+impl Drop for Bin {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
