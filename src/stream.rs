@@ -185,6 +185,9 @@ impl StreamWriter {
     ) -> io::Result<StreamEnd> {
         if self.head {
             out.write_all(self.head_bytes().as_bytes())?;
+            // The head goes out now even with nothing else to send, so the
+            // client knows at once that the subscription is live.
+            out.flush()?;
         }
         let mut batch = Batch::new(self.chunked);
         if let Some(ms) = self.retry {
