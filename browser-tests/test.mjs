@@ -3,6 +3,8 @@
 //
 //   node test.mjs            # uses ${CARGO_TARGET_DIR:-<repo>/target}/release/tinysse
 //   TINYSSE_BIN=/path/to/tinysse node test.mjs
+//   TEST_PUBLIC_DIR=/other/public node test.mjs   # serve another copy of the page
+//   CHROMIUM=/path/to/chromium node test.mjs      # default /usr/bin/chromium
 //
 // The script starts the server itself on a free port, restarts it once on the
 // same port, and always stops it (SIGTERM) at the end. Prints
@@ -188,8 +190,8 @@ async function main() {
       await waitText(page, '#conn-state', 'open', 10_000);
       await waitText(page, '#pub-state', 'open', 10_000);
       // the stylesheet really applied (a wrong Content-Type makes Chromium drop it)
-      const bg = await page.$eval('.card', (el) => getComputedStyle(el).borderTopLeftRadius);
-      assert(bg === '12px', `style.css not applied (card radius ${bg})`);
+      const radius = await page.$eval('.card', (el) => getComputedStyle(el).borderTopLeftRadius);
+      assert(radius === '12px', `style.css not applied (card radius ${radius})`);
       await sleep(300);
       assert(consoleErrors.length === 0, `console errors:\n${consoleErrors.join('\n')}`);
       assert(badResponses.length === 0, `failed responses:\n${badResponses.join('\n')}`);

@@ -129,7 +129,8 @@ function fmtField(key, v) {
 // ---------------------------------------------------------------------------
 // Charts: hand-drawn on <canvas>, one small chart per series.
 // ---------------------------------------------------------------------------
-const WINDOW_MS = 120_000;
+const WINDOW_MS = 120_000; // the longest span shown
+const MIN_WINDOW_MS = 30_000; // the span shown while there is little data
 const MAX_POINTS = 120;
 
 const SERIES = [
@@ -165,7 +166,12 @@ function niceMax(v) {
   return 10 * p;
 }
 
-function drawChart(c, now) {
+function spanLabel(ms) {
+  const s = Math.round(ms / 1000);
+  return s >= 120 && s % 60 === 0 ? `−${s / 60} min` : `−${s} s`;
+}
+
+function drawChart(c, now, span) {
   const { canvas, s, points } = c;
   const dpr = window.devicePixelRatio || 1;
   const w = canvas.clientWidth;
@@ -184,7 +190,7 @@ function drawChart(c, now) {
   let max = s.fixedMax;
   if (!max) max = niceMax(Math.max(0, ...points.map((p) => p.v)) * 1.15 || 1);
   if (s.integer) max = Math.max(4, Math.ceil(max / 4) * 4);
-  const x = (t) => padL + pw * (1 - (now - t) / WINDOW_MS);
+  const x = (t) => padL + pw * (1 - (now - t) / span);
   const y = (v) => padT + ph * (1 - Math.min(v, max) / max);
 
   // grid and axis labels
@@ -205,7 +211,7 @@ function drawChart(c, now) {
   }
   ctx.textBaseline = 'alphabetic';
   ctx.textAlign = 'left';
-  ctx.fillText('−2 min', padL, h - 3);
+  ctx.fillText(spanLabel(span), padL, h - 3);
   ctx.textAlign = 'right';
   ctx.fillText('now', w - padR, h - 3);
 
@@ -248,7 +254,10 @@ function drawChart(c, now) {
 let lastSampleAt = 0;
 function drawAll() {
   const now = lastSampleAt || Date.now();
-  for (const c of charts) drawChart(c, now);
+  // grow the time axis with the data, in 10 s steps, from 30 s up to 2 min
+  const oldest = Math.min(now, ...charts.filter((c) => c.points.length).map((c) => c.points[0].t));
+  const span = Math.min(WINDOW_MS, Math.max(MIN_WINDOW_MS, Math.ceil((now - oldest) / 10_000) * 10_000));
+  for (const c of charts) drawChart(c, now, span);
 }
 new ResizeObserver(() => drawAll()).observe($('#charts'));
 matchMedia('(prefers-color-scheme: dark)').addEventListener('change', drawAll);
@@ -328,6 +337,7 @@ resilientSource('/events?topic=demo', {
     $('#event-count').textContent = String(eventCount);
     $('#last-id').textContent = lastId || '–';
     renderLatest(data, e.lastEventId);
+    showAge();
     addSample(data);
   },
   onGap: (e) => {
@@ -343,10 +353,11 @@ resilientSource('/events?topic=demo', {
   },
 });
 
-setInterval(() => {
+function showAge() {
   const ts = Number(JSON.parse($('#latest').querySelector('tr[data-key="ts"] td')?.dataset.raw ?? 'null'));
   $('#latest-age').textContent = ts ? `updated ${Math.max(0, Math.round((Date.now() - ts) / 1000))} s ago` : '';
-}, 1000);
+}
+setInterval(showAge, 1000);
 
 // ---------------------------------------------------------------------------
 // The seed's /async demo

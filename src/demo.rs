@@ -40,7 +40,8 @@ pub(crate) fn producer(sh: &Shared) {
             .map(|d| d.as_millis() as u64)
             .unwrap_or(0);
         let events = sh.metrics.events_published();
-        let rate = (events - last_events) as f64 / last_at.elapsed().as_secs_f64().max(1e-3);
+        let rate =
+            events.saturating_sub(last_events) as f64 / last_at.elapsed().as_secs_f64().max(1e-3);
         last_events = events + 1; // our own publish below is not traffic
         last_at = Instant::now();
         obj.insert("ts".into(), ts.into());

@@ -213,7 +213,7 @@ fn write_lines(out: &mut Vec<u8>, prefix: &[u8], text: &str) {
             let line = &bytes[start..i];
             // A space after the colon keeps a line that starts with a space intact:
             // the parser strips exactly one.
-            if !line.is_empty() || prefix == b":" {
+            if !line.is_empty() {
                 out.push(b' ');
             }
             out.extend_from_slice(line);

@@ -196,6 +196,9 @@ impl<R: BufRead> SseReader<R> {
                     self.line.extend_from_slice(&rest[..i]);
                     self.skip_lf = rest[i] == b'\r';
                     self.inner.consume(consumed + i + 1);
+                    if self.line.len() > self.max_line {
+                        return Err(too_long());
+                    }
                     // The BOM holds no line break, so it is always at the
                     // head of the first line.
                     if std::mem::take(&mut self.at_start) && self.line.starts_with(BOM) {
@@ -210,13 +213,17 @@ impl<R: BufRead> SseReader<R> {
                 }
             }
             if self.line.len() > self.max_line {
-                return Err(io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    "event-stream line longer than the reader's limit",
-                ));
+                return Err(too_long());
             }
         }
     }
+}
+
+fn too_long() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::InvalidData,
+        "event-stream line longer than the reader's limit",
+    )
 }
 
 impl<R: BufRead> Iterator for SseReader<R> {

@@ -33,7 +33,7 @@ fn handle_shutdown_ends_open_streams() {
     let t = Instant::now();
     srv.handle().shutdown();
     for mut s in streams {
-        while let Some(_) = s.next_message().expect("clean end of response") {}
+        while s.next_message().expect("clean end of response").is_some() {}
     }
     assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
     assert!(srv.stop(), "streams did not all end");
@@ -60,8 +60,8 @@ fn signal_ends_streams_and_exits_zero(sig: &str) {
     assert_eq!(b.next_message().unwrap().unwrap().data, r#"{"val":42}"#);
     let t = Instant::now();
     bin.signal(sig);
-    while let Some(_) = a.next_message().expect("clean end") {}
-    while let Some(_) = b.next_message().expect("clean end") {}
+    while a.next_message().expect("clean end").is_some() {}
+    while b.next_message().expect("clean end").is_some() {}
     let code = bin.wait_exit(Duration::from_secs(3));
     assert_eq!(code, Some(0));
     assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
