@@ -85,8 +85,16 @@ pub struct ServerBuilder {
     limits: HubLimits,
     workers: usize,
     write_timeout: Option<Duration>,
+    head_timeout: Option<Duration>,
+    max_connections: Option<usize>,
     routes: HashMap<String, Arc<StreamHandler>>,
 }
+
+/// Connections held at once beyond `max_streams`: room for short requests and
+/// for connections still sending their request head.
+pub(crate) const EXTRA_CONNECTIONS: usize = 512;
+/// The largest request head (request line and headers) read.
+pub(crate) const MAX_HEAD_BYTES: usize = 16 * 1024;
 
 /// The entry point: `Server::builder()`.
 #[derive(Debug)]
@@ -116,7 +124,9 @@ impl Default for ServerBuilder {
             },
             limits: HubLimits::default(),
             workers: 4,
-            write_timeout: Some(Duration::from_secs(10)),
+            write_timeout: Some(Duration::from_secs(5)),
+            head_timeout: Some(Duration::from_secs(10)),
+            max_connections: None,
             routes: HashMap::new(),
         }
     }
@@ -233,7 +243,23 @@ impl ServerBuilder {
         /// How long a write to a client may block before the stream is dropped
         /// (a client that stopped reading); `None` waits forever.
         write_timeout, Option<Duration>, |s, v| s.write_timeout = v,
-        "write_timeout(Some(std::time::Duration::from_secs(10)))"
+        "write_timeout(Some(std::time::Duration::from_secs(5)))"
+    );
+    setter!(
+        /// How long a connection may take to send a request head, counted from
+        /// its accept or the end of its previous response (so idle keep-alive
+        /// connections are closed after it too); each read of a request body
+        /// waits at most this long as well. Never applies while a stream is
+        /// open. `None` waits forever.
+        header_timeout, Option<Duration>, |s, v| s.head_timeout = v,
+        "header_timeout(Some(std::time::Duration::from_secs(10)))"
+    );
+    setter!(
+        /// Connections held at once (streams, short requests, and connections
+        /// still sending a request head); at the cap, new ones wait in the
+        /// listen backlog. `None` means `max_streams + 512`.
+        max_connections, Option<usize>, |s, v| s.max_connections = v,
+        "max_connections(Some(2048))"
     );
 
     /// Adds a stream route: each `GET path` runs `handler` on a thread of its
@@ -271,7 +297,17 @@ impl ServerBuilder {
         let local = listener
             .local_addr()
             .map_err(|e| StartError::Bind(addr, e))?;
-        let http = tiny_http::Server::from_listener(listener, None)
+        let max_connections = self.max_connections.unwrap_or_else(|| {
+            usize::try_from(self.settings.max_streams)
+                .unwrap_or(usize::MAX)
+                .saturating_add(EXTRA_CONNECTIONS)
+        });
+        let limits = tiny_http::ConnectionLimits {
+            max_connections: Some(max_connections.max(1)),
+            head_timeout: self.head_timeout,
+            max_head_bytes: Some(MAX_HEAD_BYTES),
+        };
+        let http = tiny_http::Server::from_listener_with_limits(listener, None, limits)
             .map_err(|e| StartError::Http(e.to_string()))?;
         let http = Arc::new(http);
 

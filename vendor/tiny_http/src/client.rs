@@ -4,8 +4,11 @@ use std::io::Error as IoError;
 use std::io::Result as IoResult;
 use std::io::{BufReader, BufWriter, ErrorKind, Read};
 
+use std::io::Write;
 use std::net::SocketAddr;
 use std::str::FromStr;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
 
 use crate::common::{HTTPVersion, Method};
 use crate::util::RefinedTcpStream;
@@ -34,6 +37,48 @@ pub struct ClientConnection {
 
     // true if the connection goes through SSL
     secure: bool,
+
+    // limits on reading a request head
+    limits: HeadLimits,
+
+    // tells when the response to the previous request is done (true: writing
+    // it failed, so the connection is dead)
+    previous_response: Option<mpsc::Receiver<bool>>,
+}
+
+/// Limits on reading a request head (see `ConnectionLimits`).
+#[derive(Clone, Debug, Default)]
+pub(crate) struct HeadLimits {
+    pub(crate) timeout: Option<Duration>,
+    pub(crate) max_bytes: Option<usize>,
+}
+
+/// The response writer handed to a request: it reports to the connection
+/// when it is dropped (the response is complete) and whether a write failed.
+struct TrackedWriter<W: Write> {
+    inner: W,
+    failed: bool,
+    done: mpsc::Sender<bool>,
+}
+
+impl<W: Write> Write for TrackedWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> IoResult<usize> {
+        let r = self.inner.write(buf);
+        self.failed |= r.is_err();
+        r
+    }
+
+    fn flush(&mut self) -> IoResult<()> {
+        let r = self.inner.flush();
+        self.failed |= r.is_err();
+        r
+    }
+}
+
+impl<W: Write> Drop for TrackedWriter<W> {
+    fn drop(&mut self) {
+        let _ = self.done.send(self.failed);
+    }
 }
 
 /// Error that can happen when reading a request.
@@ -44,13 +89,19 @@ enum ReadError {
     /// the client sent an unrecognized `Expect` header
     ExpectationFailed(HTTPVersion),
     ReadIoError(IoError),
+    /// the head did not arrive in time; `partial` if some of it did
+    HeadTimeout { partial: bool },
+    /// the head is larger than allowed; `in_request_line` if already its first line
+    HeadTooLarge { in_request_line: bool },
 }
 
 impl ClientConnection {
-    /// Creates a new `ClientConnection` that takes ownership of the `TcpStream`.
-    pub fn new(
+    /// Creates a new `ClientConnection` that takes ownership of the `TcpStream`,
+    /// with limits on reading request heads.
+    pub(crate) fn with_limits(
         write_socket: RefinedTcpStream,
         mut read_socket: RefinedTcpStream,
+        limits: HeadLimits,
     ) -> ClientConnection {
         let remote_addr = read_socket.peer_addr();
         let secure = read_socket.secure();
@@ -65,6 +116,8 @@ impl ClientConnection {
             next_header_source: first_header,
             no_more_requests: false,
             secure,
+            limits,
+            previous_response: None,
         }
     }
 
@@ -76,24 +129,68 @@ impl ClientConnection {
     /// Reads the next line from self.next_header_source.
     ///
     /// Reads until `CRLF` is reached. The next read will start
-    ///  at the first byte of the new line.
-    fn read_next_line(&mut self) -> IoResult<AsciiString> {
+    ///  at the first byte of the new line. `budget` is what is left of the
+    ///  head size limit; `deadline` ends the wait for the head.
+    fn read_next_line(
+        &mut self,
+        budget: &mut usize,
+        deadline: Option<Instant>,
+        in_request_line: bool,
+    ) -> Result<AsciiString, ReadError> {
         let mut buf = Vec::new();
         let mut prev_byte_was_cr = false;
 
         loop {
+            if let Some(deadline) = deadline {
+                // Each socket read waits only until the deadline, so a head
+                // that trickles in byte by byte is cut off in time too.
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    return Err(ReadError::HeadTimeout {
+                        partial: !(in_request_line && buf.is_empty()),
+                    });
+                }
+                if let Some(reader) = self.next_header_source.inner_mut() {
+                    if reader.buffer().is_empty() {
+                        let _ = reader.get_ref().set_read_timeout(Some(left));
+                    }
+                }
+            }
+
             let byte = self.next_header_source.by_ref().bytes().next();
 
             let byte = match byte {
-                Some(b) => b?,
-                None => return Err(IoError::new(ErrorKind::ConnectionAborted, "Unexpected EOF")),
+                Some(Ok(b)) => b,
+                Some(Err(e))
+                    if e.kind() == ErrorKind::WouldBlock || e.kind() == ErrorKind::TimedOut =>
+                {
+                    return Err(ReadError::HeadTimeout {
+                        partial: !(in_request_line && buf.is_empty()),
+                    })
+                }
+                Some(Err(e)) => return Err(ReadError::ReadIoError(e)),
+                None => {
+                    return Err(ReadError::ReadIoError(IoError::new(
+                        ErrorKind::ConnectionAborted,
+                        "Unexpected EOF",
+                    )))
+                }
             };
 
             if byte == b'\n' && prev_byte_was_cr {
                 buf.pop(); // removing the '\r'
-                return AsciiString::from_ascii(buf)
-                    .map_err(|_| IoError::new(ErrorKind::InvalidInput, "Header is not in ASCII"));
+                return AsciiString::from_ascii(buf).map_err(|_| {
+                    ReadError::ReadIoError(IoError::new(
+                        ErrorKind::InvalidInput,
+                        "Header is not in ASCII",
+                    ))
+                });
             }
+
+            if *budget == 0 {
+                return Err(ReadError::HeadTooLarge { in_request_line });
+            }
+            *budget -= 1;
 
             prev_byte_was_cr = byte == b'\r';
 
@@ -104,10 +201,12 @@ impl ClientConnection {
     /// Reads a request from the stream.
     /// Blocks until the header has been read.
     fn read(&mut self) -> Result<Request, ReadError> {
+        let deadline = self.limits.timeout.map(|t| Instant::now() + t);
+        let mut budget = self.limits.max_bytes.unwrap_or(usize::MAX);
         let (method, path, version, headers) = {
             // reading the request line
             let (method, path, version) = {
-                let line = self.read_next_line().map_err(ReadError::ReadIoError)?;
+                let line = self.read_next_line(&mut budget, deadline, true)?;
 
                 parse_request_line(
                     line.as_str().trim(), // TODO: remove this conversion
@@ -118,7 +217,7 @@ impl ClientConnection {
             let headers = {
                 let mut headers = Vec::new();
                 loop {
-                    let line = self.read_next_line().map_err(ReadError::ReadIoError)?;
+                    let line = self.read_next_line(&mut budget, deadline, false)?;
 
                     if line.is_empty() {
                         break;
@@ -136,8 +235,22 @@ impl ClientConnection {
             (method, path, version, headers)
         };
 
+        // The body is read by the handler: each of its reads may wait as long
+        // as a whole head may take, no longer.
+        if let Some(timeout) = self.limits.timeout {
+            if let Some(reader) = self.next_header_source.inner_mut() {
+                let _ = reader.get_ref().set_read_timeout(Some(timeout));
+            }
+        }
+
         // building the writer for the request
-        let writer = self.sink.next().unwrap();
+        let (done, previous_response) = mpsc::channel();
+        let writer = TrackedWriter {
+            inner: self.sink.next().unwrap(),
+            failed: false,
+            done,
+        };
+        self.previous_response = Some(previous_response);
 
         // follow-up for next potential request
         let mut data_source = self.source.next().unwrap();
@@ -150,7 +263,8 @@ impl ClientConnection {
             path,
             version.clone(),
             headers,
-            *self.remote_addr.as_ref().unwrap(),
+            // a peer that reset at once has no address: not worth a panic
+            self.remote_addr.as_ref().ok().copied().flatten(),
             data_source,
             writer,
         )
@@ -177,6 +291,20 @@ impl Iterator for ClientConnection {
     fn next(&mut self) -> Option<Request> {
         use crate::{Response, StatusCode};
 
+        // The next request is read only once the previous response is done:
+        // a long response (a stream) must not be cut by the head timeout,
+        // and a pipelined request must not wait in a handler, blocked behind
+        // the response before it. It also keeps the connection (and its
+        // slot under the connection cap) held for as long as a response is
+        // being written.
+        if let Some(previous) = self.previous_response.take() {
+            match previous.recv() {
+                Ok(false) => {}
+                // writing failed: the peer is gone or stuck, so close
+                _ => return None,
+            }
+        }
+
         // the client sent a "connection: close" header in this previous request
         //  or is using HTTP 1.0, meaning that no new request will come
         if self.no_more_requests {
@@ -201,6 +329,28 @@ impl Iterator for ClientConnection {
                     response.raw_print(writer, ver, &[], false, None).ok();
                     return None; // we don't know where the next request would start,
                                  // se we have to close
+                }
+
+                // an idle keep-alive connection is closed without a word
+                Err(ReadError::HeadTimeout { partial: false }) => return None,
+
+                Err(ReadError::HeadTimeout { partial: true }) => {
+                    let writer = self.sink.next().unwrap();
+                    let response = Response::new_empty(StatusCode(408));
+                    response
+                        .raw_print(writer, HTTPVersion(1, 1), &[], false, None)
+                        .ok();
+                    return None;
+                }
+
+                Err(ReadError::HeadTooLarge { in_request_line }) => {
+                    let writer = self.sink.next().unwrap();
+                    let code = if in_request_line { 414 } else { 431 };
+                    let response = Response::new_empty(StatusCode(code));
+                    response
+                        .raw_print(writer, HTTPVersion(1, 1), &[], false, None)
+                        .ok();
+                    return None;
                 }
 
                 Err(ReadError::ReadIoError(ref err)) if err.kind() == ErrorKind::TimedOut => {

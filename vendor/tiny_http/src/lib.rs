@@ -161,6 +161,7 @@ impl From<Request> for Message {
 
 // this trait is to make sure that Server implements Share and Send
 #[doc(hidden)]
+#[allow(dead_code)]
 trait MustBeShareDummy: Sync + Send {}
 #[doc(hidden)]
 impl MustBeShareDummy for Server {}
@@ -186,6 +187,25 @@ pub struct SslConfig {
     pub certificate: Vec<u8>,
     /// Contains the ultra-secret private key used to decode communications.
     pub private_key: Vec<u8>,
+}
+
+/// Limits that keep a server standing whatever its clients do
+/// (patched in for tinysse: see PATCHES.md). The default is unlimited, as
+/// upstream behaves.
+#[derive(Debug, Clone, Default)]
+pub struct ConnectionLimits {
+    /// Connections held at once. At the cap, new connections wait in the
+    /// listen backlog until one ends. `None`: no cap.
+    pub max_connections: Option<usize>,
+    /// Time a connection gets to send a complete request head, counted from
+    /// when it is accepted or its previous response ended (so it also bounds
+    /// idle keep-alive). It never applies while a response is being written.
+    /// Also each read of a request body waits at most this long. `None`: no
+    /// limit.
+    pub head_timeout: Option<Duration>,
+    /// Largest request head (request line and headers) in bytes; a longer
+    /// request line gets `414`, longer headers `431`. `None`: no limit.
+    pub max_head_bytes: Option<usize>,
 }
 
 impl Server {
@@ -243,6 +263,16 @@ impl Server {
         listener: L,
         ssl_config: Option<SslConfig>,
     ) -> Result<Server, Box<dyn Error + Send + Sync + 'static>> {
+        Self::from_listener_with_limits(listener, ssl_config, ConnectionLimits::default())
+    }
+
+    /// Like [`from_listener`](Self::from_listener), with limits on connections
+    /// (patched in for tinysse: see PATCHES.md).
+    pub fn from_listener_with_limits<L: Into<Listener>>(
+        listener: L,
+        ssl_config: Option<SslConfig>,
+        limits: ConnectionLimits,
+    ) -> Result<Server, Box<dyn Error + Send + Sync + 'static>> {
         let listener = listener.into();
         // building the "close" variable
         let close_trigger = Arc::new(AtomicBool::new(false));
@@ -285,17 +315,40 @@ impl Server {
 
         let inside_close_trigger = close_trigger.clone();
         let inside_messages = messages.clone();
+        let slots = util::ConnectionSlots::new(limits.max_connections);
+        let head = client::HeadLimits {
+            timeout: limits.head_timeout,
+            max_bytes: limits.max_head_bytes,
+        };
         thread::spawn(move || {
             // a tasks pool is used to dispatch the connections into threads
             let tasks_pool = util::TaskPool::new();
+            // Grows while accept keeps failing (EMFILE leaves the connection
+            // queued, so retrying at once would spin), reset by a success.
+            let mut backoff = Duration::from_millis(5);
 
             log::debug!("Running accept thread");
             while !inside_close_trigger.load(Relaxed) {
+                // At the cap, leave new connections in the kernel's backlog
+                // until one of ours ends.
+                let slot = match slots.acquire(&inside_close_trigger) {
+                    Some(slot) => slot,
+                    None => break,
+                };
                 let new_client = match server.accept() {
                     Ok((sock, _)) => {
                         use util::RefinedTcpStream;
                         let (read_closable, write_closable) = match ssl {
-                            None => RefinedTcpStream::new(sock),
+                            None => match RefinedTcpStream::new(sock) {
+                                Ok(pair) => pair,
+                                // e.g. EMFILE on dup: drop this one, keep serving
+                                Err(e) => {
+                                    log::error!("Error setting up a new client: {}", e);
+                                    thread::sleep(backoff);
+                                    backoff = (backoff * 2).min(Duration::from_secs(1));
+                                    continue;
+                                }
+                            },
                             #[cfg(any(feature = "ssl-openssl", feature = "ssl-rustls"))]
                             Some(ref ssl) => {
                                 // trying to apply SSL over the connection
@@ -305,29 +358,42 @@ impl Server {
                                     Err(_) => continue,
                                 };
 
-                                RefinedTcpStream::new(sock)
+                                match RefinedTcpStream::new(sock) {
+                                    Ok(pair) => pair,
+                                    Err(_) => continue,
+                                }
                             }
                             #[cfg(not(any(feature = "ssl-openssl", feature = "ssl-rustls")))]
                             Some(ref _ssl) => unreachable!(),
                         };
 
-                        Ok(ClientConnection::new(write_closable, read_closable))
+                        Ok(ClientConnection::with_limits(
+                            write_closable,
+                            read_closable,
+                            head.clone(),
+                        ))
                     }
                     Err(e) => Err(e),
                 };
 
                 match new_client {
                     Ok(client) => {
+                        backoff = Duration::from_millis(5);
                         let messages = inside_messages.clone();
                         let mut client = Some(client);
+                        let mut slot = Some(slot);
                         tasks_pool.spawn(Box::new(move || {
+                            // Released only once the connection is gone.
+                            let _slot = slot.take();
                             if let Some(client) = client.take() {
                                 // Synchronization is needed for HTTPS requests to avoid a deadlock
                                 if client.secure() {
                                     let (sender, receiver) = mpsc::channel();
                                     for rq in client {
                                         messages.push(rq.with_notify_sender(sender.clone()).into());
-                                        receiver.recv().unwrap();
+                                        if receiver.recv().is_err() {
+                                            break;
+                                        }
                                     }
                                 } else {
                                     for rq in client {
@@ -338,10 +404,16 @@ impl Server {
                         }));
                     }
 
+                    // An accept error (EMFILE, ENFILE, ENOBUFS, ECONNABORTED...)
+                    // is about one connection or a passing shortage: never a
+                    // reason to stop serving for good.
                     Err(e) => {
+                        if inside_close_trigger.load(Relaxed) {
+                            break;
+                        }
                         log::error!("Error accepting new client: {}", e);
-                        inside_messages.push(e.into());
-                        break;
+                        thread::sleep(backoff);
+                        backoff = (backoff * 2).min(Duration::from_secs(1));
                     }
                 }
             }

@@ -64,12 +64,21 @@ where
     R: Read,
 {
     fn drop(&mut self) {
-        let mut remaining_to_read = self.size;
+        // The unread rest of a body is skipped so the next request can be
+        // read, but only so much and for so long: the thread doing this is a
+        // handler's, and a huge or trickling body must not hold it (nor must
+        // a huge Content-Length allocate a buffer of that size). If the rest
+        // is not skipped, the next request head is garbage and the
+        // connection is closed with a 400.
+        const MAX_DRAIN: usize = 64 * 1024;
+        const MAX_DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(1);
+        let started = std::time::Instant::now();
+        let mut remaining_to_read = self.size.min(MAX_DRAIN);
+        let mut buf = [0u8; 8192];
 
-        while remaining_to_read > 0 {
-            let mut buf = vec![0; remaining_to_read];
-
-            match self.reader.read(&mut buf) {
+        while remaining_to_read > 0 && started.elapsed() < MAX_DRAIN_TIME {
+            let want = remaining_to_read.min(buf.len());
+            match self.reader.read(&mut buf[..want]) {
                 Err(e) => {
                     self.last_read_signal.send(Err(e)).ok();
                     break;

@@ -110,6 +110,21 @@ impl<W: Write + Send> Iterator for SequentialWriterBuilder<W> {
     }
 }
 
+impl<R: Read + Send> SequentialReader<R> {
+    /// The underlying reader once it is this reader's turn (waits for it);
+    /// `None` if the previous reader vanished without handing it over.
+    pub fn inner_mut(&mut self) -> Option<&mut R> {
+        if let SequentialReaderInner::Waiting(ref recv) = self.inner {
+            let reader = recv.recv().ok()?;
+            self.inner = SequentialReaderInner::MyTurn(reader);
+        }
+        match self.inner {
+            SequentialReaderInner::MyTurn(ref mut reader) => Some(reader),
+            _ => None,
+        }
+    }
+}
+
 impl<R: Read + Send> Read for SequentialReader<R> {
     fn read(&mut self, buf: &mut [u8]) -> IoResult<usize> {
         let mut reader = match self.inner {
