@@ -298,7 +298,8 @@ impl Iterator for ClientConnection {
         // slot under the connection cap) held for as long as a response is
         // being written.
         if let Some(previous) = self.previous_response.take() {
-            match previous.recv() {
+            let r = previous.recv();
+            match r {
                 Ok(false) => {}
                 // writing failed: the peer is gone or stuck, so close
                 _ => return None,
