@@ -40,6 +40,9 @@ pub(crate) struct Shared {
     /// Disconnects when shutdown begins; every writer selects on it.
     pub(crate) shutdown: Receiver<()>,
     pub(crate) stopping: AtomicBool,
+    /// Requests being handled on a thread of their own because their body is
+    /// still to be read.
+    pub(crate) body_readers: std::sync::atomic::AtomicUsize,
     /// Each stream thread holds a clone; all dropped = all streams ended.
     pub(crate) streams_alive: Mutex<Option<Sender<()>>>,
 }
@@ -328,6 +331,7 @@ impl ServerBuilder {
             routes,
             shutdown: shutdown_rx,
             stopping: AtomicBool::new(false),
+            body_readers: std::sync::atomic::AtomicUsize::new(0),
             streams_alive: Mutex::new(Some(alive_tx)),
         });
 
@@ -427,6 +431,10 @@ fn dispatch(sh: &Arc<Shared>, http: &tiny_http::Server, work: Sender<tiny_http::
             Some(rq) => rq,
             None => continue,
         };
+        if body_still_to_read(&rq) {
+            read_body_apart(sh, rq);
+            continue;
+        }
         match work.try_send(rq) {
             Ok(()) => {}
             Err(TrySendError::Full(rq)) => {
@@ -436,6 +444,53 @@ fn dispatch(sh: &Arc<Shared>, http: &tiny_http::Server, work: Sender<tiny_http::
             }
             Err(TrySendError::Disconnected(_)) => return,
         }
+    }
+}
+
+/// Requests whose body is read on their own thread at most at once.
+const BODY_READERS: usize = 64;
+
+/// Whether the body is still on the socket: tiny_http reads bodies of up to
+/// 1 KiB (without `Expect`) before handing the request over; anything else
+/// is read by the handler, as slowly as the client sends it.
+fn body_still_to_read(rq: &tiny_http::Request) -> bool {
+    let has = |name: &str| {
+        rq.headers()
+            .iter()
+            .any(|h| h.field.as_str().as_str().eq_ignore_ascii_case(name))
+    };
+    match rq.body_length() {
+        Some(n) => n > 1024 || (n > 0 && has("Expect")),
+        None => has("Transfer-Encoding"),
+    }
+}
+
+/// Handles a request whose body is still to be read on a thread of its own,
+/// so a client that sends its body slowly (or never) holds that thread for
+/// at most the header timeout per read, and never a worker.
+fn read_body_apart(sh: &Arc<Shared>, rq: tiny_http::Request) {
+    let busy = sh
+        .body_readers
+        .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+            (n < BODY_READERS).then_some(n + 1)
+        })
+        .is_err();
+    if busy {
+        let _ = rq.respond(routes::text(503, "busy, try again"));
+        return;
+    }
+    let sh2 = sh.clone();
+    let spawned = thread::Builder::new()
+        .name("tinysse-body".into())
+        .stack_size(256 * 1024)
+        .spawn(move || {
+            routes::handle_short(&sh2, rq);
+            sh2.body_readers.fetch_sub(1, Ordering::AcqRel);
+        });
+    if let Err(e) = spawned {
+        // The request went down with the closure: tiny_http answered 500.
+        log::error!("cannot start a thread for a request body: {e}");
+        sh.body_readers.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
