@@ -69,7 +69,11 @@ impl TaskPool {
     pub fn spawn(&self, code: Box<dyn FnMut() + Send>) {
         let mut queue = self.sharing.todo.lock().unwrap();
 
-        if self.sharing.waiting_tasks.load(Ordering::Acquire) == 0 {
+        // Idle threads already woken for queued tasks are still counted as
+        // waiting until they take them: only an idle thread beyond those is
+        // free. Upstream checked for zero idle threads, so in a burst a task
+        // (a whole connection) could wait behind another connection's life.
+        if self.sharing.waiting_tasks.load(Ordering::Acquire) <= queue.len() {
             self.add_thread(Some(code));
         } else {
             queue.push_back(code);
