@@ -339,16 +339,31 @@ impl Server {
                     Ok((sock, _)) => {
                         use util::RefinedTcpStream;
                         let (read_closable, write_closable) = match ssl {
-                            None => match RefinedTcpStream::new(sock) {
-                                Ok(pair) => pair,
-                                // e.g. EMFILE on dup: drop this one, keep serving
-                                Err(e) => {
-                                    log::error!("Error setting up a new client: {}", e);
-                                    thread::sleep(backoff);
-                                    backoff = (backoff * 2).min(Duration::from_secs(1));
-                                    continue;
+                            None => {
+                                // The socket is duplicated for its read and
+                                // write halves; out of descriptors (EMFILE),
+                                // hold on to the client and retry, as accept
+                                // does, rather than drop it.
+                                let mut sock: util::refined_tcp_stream::Stream = sock.into();
+                                let pair = loop {
+                                    match RefinedTcpStream::new(sock) {
+                                        Ok(pair) => break Some(pair),
+                                        Err((e, back)) => {
+                                            if inside_close_trigger.load(Relaxed) {
+                                                break None;
+                                            }
+                                            log::error!("Error setting up a new client: {}", e);
+                                            thread::sleep(backoff);
+                                            backoff = (backoff * 2).min(Duration::from_secs(1));
+                                            sock = back;
+                                        }
+                                    }
+                                };
+                                match pair {
+                                    Some(pair) => pair,
+                                    None => break,
                                 }
-                            },
+                            }
                             #[cfg(any(feature = "ssl-openssl", feature = "ssl-rustls"))]
                             Some(ref ssl) => {
                                 // trying to apply SSL over the connection
