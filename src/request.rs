@@ -22,6 +22,7 @@ pub(crate) struct BadQuery;
 
 /// Splits a request target into its path and its decoded query pairs
 /// (`+` as space, as HTML forms send it).
+#[allow(clippy::type_complexity)]
 pub(crate) fn split_target(target: &str) -> Result<(&str, Vec<(String, String)>), BadQuery> {
     let (path, query) = target.split_once('?').unwrap_or((target, ""));
     let path = path.split_once('#').map_or(path, |(p, _)| p);
