@@ -17,7 +17,9 @@ struct Netns(String);
 
 impl Drop for Netns {
     fn drop(&mut self) {
-        let _ = Command::new("bash").args([SCRIPT, "down", &self.0]).status();
+        let _ = Command::new("bash")
+            .args([SCRIPT, "down", &self.0])
+            .status();
     }
 }
 
@@ -51,7 +53,10 @@ fn vanished_client_is_released() {
 
     let mut cmd = Command::new("ip");
     cmd.args(["netns", "exec", &name, env!("CARGO_BIN_EXE_tinysse")]);
-    let bin = Bin::start_with(cmd, &["--addr", "10.213.77.1:0", "--no-demo", "--heartbeat", "1"]);
+    let bin = Bin::start_with(
+        cmd,
+        &["--addr", "10.213.77.1:0", "--no-demo", "--heartbeat", "1"],
+    );
     let addr = bin.addr;
 
     let keeper = open_stream(addr, "/events?topic=v").expect("stream");
@@ -76,7 +81,8 @@ fn vanished_client_is_released() {
     println!("vanished client released after {took:?}");
     assert!(took < Duration::from_secs(10), "took {took:?}");
     assert!(
-        wait_until(Duration::from_secs(5), || bin.fds() <= fds0 && bin.threads() <= threads0),
+        wait_until(Duration::from_secs(5), || bin.fds() <= fds0
+            && bin.threads() <= threads0),
         "descriptors {} (had {fds0}), threads {} (had {threads0})",
         bin.fds(),
         bin.threads()
