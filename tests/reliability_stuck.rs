@@ -70,7 +70,10 @@ fn stuck_client_is_dropped_in_time_and_others_are_not_delayed() {
     let gone = stuck_gone_at.expect("the stuck stream was never ended");
     // Buffers fill within a fraction of a second on loopback, then 1 s of
     // write timeout.
-    assert!(gone < Duration::from_secs(6), "stuck stream ended after {gone:?}");
+    assert!(
+        gone < Duration::from_secs(6),
+        "stuck stream ended after {gone:?}"
+    );
 
     // Its two server-side descriptors are closed: what is left is our two
     // client sockets and the healthy stream's two on the server side.
