@@ -72,3 +72,29 @@ pub use reader::{Item, Message, SseReader};
 pub use request::StreamRequest;
 pub use server::{Server, ServerBuilder, ServerHandle, StartError, StreamHandler};
 pub use stream::{StreamEnd, StreamWriter};
+
+/// Entry points for the fuzz targets in `fuzz/`: not part of the API.
+#[doc(hidden)]
+pub mod fuzzing {
+    /// Parses a publish body (JSON or form): the topic and the encoded frame.
+    pub fn parse_publish(body: &[u8], json: bool) -> Result<(String, Vec<u8>), String> {
+        crate::routes::parse_publish(body, json).map(|p| (p.topic, p.event.to_bytes()))
+    }
+
+    /// Decodes `%XX` escapes.
+    pub fn percent_decode(s: &str, plus_is_space: bool) -> Option<String> {
+        crate::files::percent_decode(s, plus_is_space)
+    }
+
+    /// Splits a request target into its path and decoded query pairs.
+    pub fn split_target(target: &str) -> Option<(String, Vec<(String, String)>)> {
+        crate::request::split_target(target)
+            .ok()
+            .map(|(p, q)| (p.to_string(), q))
+    }
+
+    /// Maps a URL path to a file under `root`, if it is served.
+    pub fn resolve(root: &std::path::Path, url_path: &str) -> Option<std::path::PathBuf> {
+        crate::files::resolve(root, url_path).ok()
+    }
+}

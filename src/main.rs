@@ -25,6 +25,27 @@ impl log::Log for StderrLog {
     fn flush(&self) {}
 }
 
+/// Raises the soft limit on open descriptors to the hard limit: each stream
+/// holds two descriptors (tiny_http duplicates every socket), so the usual
+/// soft limit of 1024 would cap the server near 500 streams, well below
+/// `--max-streams`.
+fn raise_fd_limit() {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: both calls only read or write the one local struct passed.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 || lim.rlim_cur >= lim.rlim_max {
+            return;
+        }
+        lim.rlim_cur = lim.rlim_max;
+        if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+            log::warn!("cannot raise the open files limit");
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let level = std::env::var("TINYSSE_LOG")
         .ok()
@@ -47,6 +68,8 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+
+    raise_fd_limit();
 
     let (signal_tx, signal_rx) = crossbeam_channel::bounded::<()>(1);
     if let Err(e) = ctrlc::set_handler(move || {

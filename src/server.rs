@@ -40,6 +40,9 @@ pub(crate) struct Shared {
     /// Disconnects when shutdown begins; every writer selects on it.
     pub(crate) shutdown: Receiver<()>,
     pub(crate) stopping: AtomicBool,
+    /// Requests being handled on a thread of their own because their body is
+    /// still to be read.
+    pub(crate) body_readers: std::sync::atomic::AtomicUsize,
     /// Each stream thread holds a clone; all dropped = all streams ended.
     pub(crate) streams_alive: Mutex<Option<Sender<()>>>,
 }
@@ -85,8 +88,16 @@ pub struct ServerBuilder {
     limits: HubLimits,
     workers: usize,
     write_timeout: Option<Duration>,
+    head_timeout: Option<Duration>,
+    max_connections: Option<usize>,
     routes: HashMap<String, Arc<StreamHandler>>,
 }
+
+/// Connections held at once beyond `max_streams`: room for short requests and
+/// for connections still sending their request head.
+pub(crate) const EXTRA_CONNECTIONS: usize = 512;
+/// The largest request head (request line and headers) read.
+pub(crate) const MAX_HEAD_BYTES: usize = 16 * 1024;
 
 /// The entry point: `Server::builder()`.
 #[derive(Debug)]
@@ -116,7 +127,9 @@ impl Default for ServerBuilder {
             },
             limits: HubLimits::default(),
             workers: 4,
-            write_timeout: Some(Duration::from_secs(10)),
+            write_timeout: Some(Duration::from_secs(5)),
+            head_timeout: Some(Duration::from_secs(10)),
+            max_connections: None,
             routes: HashMap::new(),
         }
     }
@@ -233,7 +246,23 @@ impl ServerBuilder {
         /// How long a write to a client may block before the stream is dropped
         /// (a client that stopped reading); `None` waits forever.
         write_timeout, Option<Duration>, |s, v| s.write_timeout = v,
-        "write_timeout(Some(std::time::Duration::from_secs(10)))"
+        "write_timeout(Some(std::time::Duration::from_secs(5)))"
+    );
+    setter!(
+        /// How long a connection may take to send a request head, counted from
+        /// its accept or the end of its previous response (so idle keep-alive
+        /// connections are closed after it too); each read of a request body
+        /// waits at most this long as well. Never applies while a stream is
+        /// open. `None` waits forever.
+        header_timeout, Option<Duration>, |s, v| s.head_timeout = v,
+        "header_timeout(Some(std::time::Duration::from_secs(10)))"
+    );
+    setter!(
+        /// Connections held at once (streams, short requests, and connections
+        /// still sending a request head); at the cap, new ones wait in the
+        /// listen backlog. `None` means `max_streams + 512`.
+        max_connections, Option<usize>, |s, v| s.max_connections = v,
+        "max_connections(Some(2048))"
     );
 
     /// Adds a stream route: each `GET path` runs `handler` on a thread of its
@@ -271,7 +300,17 @@ impl ServerBuilder {
         let local = listener
             .local_addr()
             .map_err(|e| StartError::Bind(addr, e))?;
-        let http = tiny_http::Server::from_listener(listener, None)
+        let max_connections = self.max_connections.unwrap_or_else(|| {
+            usize::try_from(self.settings.max_streams)
+                .unwrap_or(usize::MAX)
+                .saturating_add(EXTRA_CONNECTIONS)
+        });
+        let limits = tiny_http::ConnectionLimits {
+            max_connections: Some(max_connections.max(1)),
+            head_timeout: self.head_timeout,
+            max_head_bytes: Some(MAX_HEAD_BYTES),
+        };
+        let http = tiny_http::Server::from_listener_with_limits(listener, None, limits)
             .map_err(|e| StartError::Http(e.to_string()))?;
         let http = Arc::new(http);
 
@@ -292,6 +331,7 @@ impl ServerBuilder {
             routes,
             shutdown: shutdown_rx,
             stopping: AtomicBool::new(false),
+            body_readers: std::sync::atomic::AtomicUsize::new(0),
             streams_alive: Mutex::new(Some(alive_tx)),
         });
 
@@ -391,6 +431,10 @@ fn dispatch(sh: &Arc<Shared>, http: &tiny_http::Server, work: Sender<tiny_http::
             Some(rq) => rq,
             None => continue,
         };
+        if body_still_to_read(&rq) {
+            read_body_apart(sh, rq);
+            continue;
+        }
         match work.try_send(rq) {
             Ok(()) => {}
             Err(TrySendError::Full(rq)) => {
@@ -400,6 +444,53 @@ fn dispatch(sh: &Arc<Shared>, http: &tiny_http::Server, work: Sender<tiny_http::
             }
             Err(TrySendError::Disconnected(_)) => return,
         }
+    }
+}
+
+/// Requests whose body is read on their own thread at most at once.
+const BODY_READERS: usize = 64;
+
+/// Whether the body is still on the socket: tiny_http reads bodies of up to
+/// 1 KiB (without `Expect`) before handing the request over; anything else
+/// is read by the handler, as slowly as the client sends it.
+fn body_still_to_read(rq: &tiny_http::Request) -> bool {
+    let has = |name: &str| {
+        rq.headers()
+            .iter()
+            .any(|h| h.field.as_str().as_str().eq_ignore_ascii_case(name))
+    };
+    match rq.body_length() {
+        Some(n) => n > 1024 || (n > 0 && has("Expect")),
+        None => has("Transfer-Encoding"),
+    }
+}
+
+/// Handles a request whose body is still to be read on a thread of its own,
+/// so a client that sends its body slowly (or never) holds that thread for
+/// at most the header timeout per read, and never a worker.
+fn read_body_apart(sh: &Arc<Shared>, rq: tiny_http::Request) {
+    let busy = sh
+        .body_readers
+        .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+            (n < BODY_READERS).then_some(n + 1)
+        })
+        .is_err();
+    if busy {
+        let _ = rq.respond(routes::text(503, "busy, try again"));
+        return;
+    }
+    let sh2 = sh.clone();
+    let spawned = thread::Builder::new()
+        .name("tinysse-body".into())
+        .stack_size(256 * 1024)
+        .spawn(move || {
+            routes::handle_short(&sh2, rq);
+            sh2.body_readers.fetch_sub(1, Ordering::AcqRel);
+        });
+    if let Err(e) = spawned {
+        // The request went down with the closure: tiny_http answered 500.
+        log::error!("cannot start a thread for a request body: {e}");
+        sh.body_readers.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
