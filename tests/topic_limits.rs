@@ -40,12 +40,12 @@ fn a_flood_of_new_topics_is_capped() {
     let (mut ok, mut limited) = (0, 0);
     for i in 0..3000 {
         let body = format!(r#"{{"topic":"flood-{i}","data":"{data}"}}"#);
-        write!(
-            w,
+        // One write per request: several small ones would wait on Nagle.
+        let req = format!(
             "POST /publish HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
             body.len()
-        )
-        .unwrap();
+        );
+        w.write_all(req.as_bytes()).unwrap();
         let mut status = String::new();
         reader.read_line(&mut status).unwrap();
         let mut len = 0usize;
