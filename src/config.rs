@@ -106,9 +106,9 @@ Options (each also read from the environment variable shown):
   -V, --version         print the version
 ";
 
-fn number<T: std::str::FromStr>(name: &str, value: &str, min: T) -> Result<T, ConfigError>
+fn number<T>(name: &str, value: &str, min: T) -> Result<T, ConfigError>
 where
-    T: PartialOrd + fmt::Display + Copy,
+    T: std::str::FromStr + PartialOrd + fmt::Display + Copy,
 {
     let n: T = value
         .trim()

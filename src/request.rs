@@ -11,8 +11,8 @@ use crate::files::percent_decode;
 pub struct StreamRequest {
     pub(crate) method: String,
     pub(crate) path: String,
-    pub(crate) query: Vec<(String, String)>,
-    pub(crate) headers: Vec<(String, String)>,
+    pub(crate) query: Pairs,
+    pub(crate) headers: Pairs,
     pub(crate) remote_addr: Option<SocketAddr>,
 }
 
@@ -20,16 +20,19 @@ pub struct StreamRequest {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct BadQuery;
 
+/// Decoded `name=value` pairs, in order, repeats kept.
+pub(crate) type Pairs = Vec<(String, String)>;
+
 /// Splits a request target into its path and its decoded query pairs
 /// (`+` as space, as HTML forms send it).
-pub(crate) fn split_target(target: &str) -> Result<(&str, Vec<(String, String)>), BadQuery> {
+pub(crate) fn split_target(target: &str) -> Result<(&str, Pairs), BadQuery> {
     let (path, query) = target.split_once('?').unwrap_or((target, ""));
     let path = path.split_once('#').map_or(path, |(p, _)| p);
     Ok((path, parse_pairs(query)?))
 }
 
 /// Decodes `a=1&b=2` pairs (also the form-urlencoded body format).
-pub(crate) fn parse_pairs(s: &str) -> Result<Vec<(String, String)>, BadQuery> {
+pub(crate) fn parse_pairs(s: &str) -> Result<Pairs, BadQuery> {
     s.split('&')
         .filter(|p| !p.is_empty())
         .map(|pair| {

@@ -512,7 +512,8 @@ mod tests {
         assert!(started.elapsed() >= Duration::from_millis(45));
         drop(tx);
         t.join().unwrap();
-        let mut r = SseReader::new(&rec.bytes()[..]);
+        let bytes = rec.bytes();
+        let mut r = SseReader::new(&bytes[..]);
         assert_eq!(
             r.next_item().unwrap(),
             Some(Item::Comment("keep-alive".into()))
