@@ -115,6 +115,19 @@ impl StreamRequest {
     pub fn remote_addr(&self) -> Option<SocketAddr> {
         self.remote_addr
     }
+
+    /// Where a reconnecting client wants to resume: its `Last-Event-ID`
+    /// header, or else the `lastEventId` query parameter (for a first
+    /// connection that already knows where it stands), as `/events` reads it.
+    ///
+    /// ```
+    /// let rq = tinysse::StreamRequest::new("GET", "/ticks?lastEventId=41");
+    /// assert_eq!(rq.last_event_id(), Some("41"));
+    /// ```
+    pub fn last_event_id(&self) -> Option<&str> {
+        self.header("Last-Event-ID")
+            .or_else(|| self.query("lastEventId"))
+    }
 }
 
 #[cfg(test)]

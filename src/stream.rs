@@ -124,13 +124,19 @@ impl StreamWriter {
     }
 
     /// Adds a response header (for example `Access-Control-Allow-Origin`).
+    /// A name or value holding CR or LF is left out: it would let the value
+    /// write headers of its own.
     ///
     /// ```
     /// let w = tinysse::StreamWriter::new().header("Access-Control-Allow-Origin", "*");
     /// # let _ = w;
     /// ```
     pub fn header(mut self, name: impl Into<String>, value: impl Into<String>) -> StreamWriter {
-        self.headers.push((name.into(), value.into()));
+        let (name, value) = (name.into(), value.into());
+        let breaks = |s: &str| s.bytes().any(|b| b == b'\r' || b == b'\n');
+        if !breaks(&name) && !breaks(&value) {
+            self.headers.push((name, value));
+        }
         self
     }
 
