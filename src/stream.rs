@@ -205,6 +205,9 @@ impl StreamWriter {
             }
         }
         self.send(out, &mut batch)?;
+        // With no retry and no replay nothing was sent yet: the head must
+        // still go out now, not with the first event or heartbeat.
+        out.flush()?;
 
         let no_shutdown = never();
         let shutdown = self.shutdown.as_ref().unwrap_or(&no_shutdown);
@@ -238,7 +241,21 @@ impl StreamWriter {
                     }
                     Err(_) => return self.finish(out, StreamEnd::Finished),
                 },
-                recv(shutdown) -> _ => return self.finish(out, StreamEnd::Shutdown),
+                recv(shutdown) -> _ => {
+                    // select! picks at random among ready arms: frames
+                    // already queued were accepted, so they go out first.
+                    while batch.len() < BATCH_BYTES {
+                        match frames.try_recv() {
+                            Ok(f) => {
+                                f.encode_into(batch.body());
+                                batch.frames += 1;
+                            }
+                            Err(_) => break,
+                        }
+                    }
+                    self.send(out, &mut batch)?;
+                    return self.finish(out, StreamEnd::Shutdown);
+                }
                 default(wait) => {
                     if self.heartbeat.is_some() && last_write.elapsed() >= heartbeat {
                         batch.body().extend_from_slice(b": keep-alive\n\n");

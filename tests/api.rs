@@ -167,3 +167,39 @@ fn a_panicking_handler_ends_its_stream_cleanly() {
     assert_eq!(get_status(server.addr(), "/healthz"), 200);
     assert!(server.join());
 }
+
+#[test]
+fn a_stream_without_retry_gets_its_head_at_once() {
+    let server = Server::builder()
+        .addr("127.0.0.1:0")
+        .retry(None)
+        .start()
+        .unwrap();
+    let started = std::time::Instant::now();
+    let s = EventStream::connect(server.addr(), "/events?topic=t", &[]).unwrap();
+    assert_eq!(s.status(), 200);
+    // Not held back until the first heartbeat (15 s).
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+    s.close();
+    server.join();
+}
+
+#[test]
+fn an_event_published_before_shutdown_is_written_before_the_end() {
+    // The writer used to pick the shutdown arm over queued frames at random
+    // (about one run in twenty): repeat enough to catch that.
+    for round in 0..100 {
+        let server = Server::builder().addr("127.0.0.1:0").start().unwrap();
+        let mut s = EventStream::connect(server.addr(), "/events?topic=t", &[]).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        server.hub().publish("t", &Event::data("last")).unwrap();
+        assert!(server.join());
+        let got = s.next_message().unwrap().map(|m| m.data);
+        assert_eq!(got.as_deref(), Some("last"), "round {round}");
+        assert_eq!(s.next_message().unwrap(), None);
+    }
+}
