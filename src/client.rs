@@ -8,17 +8,38 @@ use std::time::Duration;
 
 use crate::reader::{Item, Message, SseReader};
 
-/// An open event stream: the response status and headers, then its events.
+/// A blocking SSE client: one HTTP/1.1 `GET` over a `std::net::TcpStream`,
+/// the response head, then its events, parsed by an [`SseReader`]. Plain
+/// HTTP only (put TLS in front with a proxy, or read a TLS stream of your
+/// own with [`SseReader`]); it does not reconnect by itself, so a caller
+/// resumes with [`last_event_id`](Self::last_event_id), as below.
 ///
-/// ```no_run
-/// # fn main() -> std::io::Result<()> {
-/// let addr = "127.0.0.1:8080".parse().unwrap();
-/// let mut stream = tinysse::EventStream::connect(addr, "/events?topic=demo", &[])?;
-/// assert_eq!(stream.status(), 200);
-/// while let Some(msg) = stream.next_message()? {
-///     println!("{}: {}", msg.last_event_id, msg.data);
-/// }
-/// # Ok(()) }
+/// ```
+/// use tinysse::{Event, EventStream, Server};
+///
+/// let server = Server::builder().addr("127.0.0.1:0").start()?;
+/// let hub = server.hub();
+///
+/// let mut stream = EventStream::connect(server.addr(), "/events?topic=log", &[])?;
+/// assert_eq!(stream.status(), 200); // check it: a 400 or 503 is not an Err
+/// stream.set_read_timeout(Some(std::time::Duration::from_secs(5)))?;
+/// hub.publish("log", &Event::data("one"))?;
+/// assert_eq!(stream.next_message()?.unwrap().data, "one");
+/// let resume_from = stream.last_event_id().to_string();
+/// stream.close(); // the connection drops...
+///
+/// hub.publish("log", &Event::data("two"))?; // ...and this one is missed
+///
+/// // Reconnect where we left off: the missed event is replayed first.
+/// let mut stream = EventStream::connect(
+///     server.addr(),
+///     "/events?topic=log",
+///     &[("Last-Event-ID", &resume_from)],
+/// )?;
+/// assert_eq!(stream.next_message()?.unwrap().data, "two");
+/// stream.close();
+/// server.join();
+/// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub struct EventStream {
     status: u16,
@@ -29,12 +50,31 @@ pub struct EventStream {
 
 impl EventStream {
     /// Connects to `addr`, sends `GET target` with `extra_headers` (for example
-    /// `("Last-Event-ID", "42")`) and reads the response head.
+    /// `("Last-Event-ID", "42")`) and reads the response head. Any status is
+    /// `Ok`: check [`status`](Self::status), and read an error's reason with
+    /// [`body_text`](Self::body_text). A target or header holding a line
+    /// break is refused with `InvalidInput` before anything is sent.
     pub fn connect(
         addr: SocketAddr,
         target: &str,
         extra_headers: &[(&str, &str)],
     ) -> io::Result<EventStream> {
+        let unsafe_text = |s: &str| s.bytes().any(|b| b == b'\r' || b == b'\n');
+        if unsafe_text(target) || target.contains(' ') {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "target holds a space or a line break",
+            ));
+        }
+        if extra_headers
+            .iter()
+            .any(|(k, v)| unsafe_text(k) || unsafe_text(v) || k.contains(':'))
+        {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "a header name or value holds a line break",
+            ));
+        }
         let socket = TcpStream::connect(addr)?;
         let _ = socket.set_nodelay(true);
         let mut req =

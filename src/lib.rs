@@ -1,7 +1,38 @@
 //! # tinysse
 //!
 //! A Server-Sent Events server and library for programs that do not want an
-//! async runtime: plain threads, blocking I/O and crossbeam channels.
+//! async runtime: plain threads, blocking I/O and crossbeam channels. A
+//! synchronous program (a long computation, a CLI tool, a device daemon)
+//! starts it with one builder call, publishes from any of its threads, and
+//! browsers watch with `EventSource`.
+//!
+//! ```
+//! use tinysse::{Event, EventStream, Server};
+//!
+//! let server = Server::builder().addr("127.0.0.1:0").start()?;
+//! let mut stream = EventStream::connect(server.addr(), "/events?topic=news", &[])?;
+//! server.hub().publish("news", &Event::data("hello"))?;
+//! let msg = stream.next_message()?.expect("an event");
+//! assert_eq!(msg.data, "hello");
+//! server.join(); // shuts down: every stream ends with a complete response
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! ## The pieces
+//!
+//! | item | what it is |
+//! |---|---|
+//! | [`Server::builder`] → [`ServerHandle`] | the HTTP server on background threads: `/events`, `/publish`, custom stream routes, static files, graceful shutdown |
+//! | [`Hub`] | topics: publish from any thread, subscribe, history for `Last-Event-ID` replay, eviction of slow subscribers |
+//! | [`ServerBuilder::stream_route`] | the classic shape: a handler gets the request and a `Sender<Event>`, and the stream ends when it drops the sender |
+//! | [`Event`] | one event, validated when built, encoded per the WHATWG format |
+//! | [`StreamWriter`] | the writer loop on its own, over any `std::io::Write` and a `Receiver` |
+//! | [`SseReader`], [`EventStream`] | the parser over any `BufRead`, and a blocking client over `TcpStream` |
+//!
+//! Each fallible operation has its own small error type implementing
+//! `std::error::Error`: [`StartError`], [`PublishError`], [`SubscribeError`],
+//! [`EventError`], [`ConfigError`]; the client returns `std::io::Error`.
+//! Bad input is an error, never a panic.
 //!
 //! ## The model
 //!
@@ -9,7 +40,8 @@
 //!   keepalive are set once and inherited by every connection) hands each
 //!   request to a dispatcher thread.
 //! - Short requests (static files, `/publish`, `/metrics`) run on a small,
-//!   bounded pool of worker threads.
+//!   bounded pool of worker threads; when it is saturated the answer is
+//!   `503`, not a queue that grows.
 //! - Each SSE stream gets a writer thread of its own with a small stack. It
 //!   blocks on a bounded crossbeam channel, and when woken drains everything
 //!   queued into one chunk: one `write` and one `flush` per wake-up, so a lone
@@ -23,29 +55,49 @@
 //!   handler gets the request and a `Sender<Event>`, produces on a thread of
 //!   its own, and ends the stream by dropping the sender.
 //!
+//! ## What blocks, and what never does
+//!
+//! | call | blocks? |
+//! |---|---|
+//! | [`Hub::publish`] | never on a subscriber; holds the topic's lock for a `try_send` per subscriber |
+//! | [`Hub::subscribe`] | only for the topics' locks, briefly |
+//! | [`ServerBuilder::start`] | until the port is bound, then returns |
+//! | `Sender::send` in a stream route | while that one client's queue is full: back-pressure on its producer only |
+//! | [`ServerHandle::shutdown`] | never: it signals and returns |
+//! | [`ServerHandle::join`] | until the threads end, at most 2 s for open streams |
+//! | [`EventStream::next_message`], [`SseReader::next_message`] | until an event or the end: bound it with [`EventStream::set_read_timeout`] |
+//! | [`StreamWriter::run`] | for the life of the stream |
+//!
+//! ## What a stream costs
+//!
+//! Two threads, mostly asleep: tiny_http's connection thread and the writer
+//! (64 KiB stack); a custom route adds its producer (256 KiB stack). Stacks
+//! are reserved, not touched, so each stream holds a few tens of KiB of
+//! memory, plus its queue of at most `queue` frames, which share their bytes
+//! with every other subscriber. Each event costs one wake-up, one `write`
+//! and one `flush` per subscriber. Open streams are capped by
+//! [`ServerBuilder::max_streams`] (one more gets `503`), and the process
+//! needs a file descriptor per connection and a thread limit to match.
+//!
 //! ## Trade-offs against an async server
 //!
-//! A stream costs two threads (tiny_http's connection thread and our writer),
-//! mostly idle, with small stacks: a few tens of KiB of memory each, and one
-//! wake-up per event per subscriber. In exchange nothing in the library needs
-//! a runtime, every call is an ordinary blocking call that can be stepped
-//! through in a debugger, and embedding it in a synchronous program is one
-//! builder call. For thousands of streams per core an event loop is cheaper.
+//! Nothing in the library needs a runtime: every call is an ordinary blocking
+//! call that can be stepped through in a debugger, a handler is a plain
+//! closure on a plain thread that may block on anything, and embedding it in
+//! a synchronous program is one builder call with no `async` spreading
+//! through it. The price is a thread per stream: a few thousand open streams
+//! per process are fine, hundreds of thousands are not. For that many, an
+//! event loop (tokio with axum or hyper) is the right tool. HTTP/2 and TLS
+//! are left to a reverse proxy in front (see `deploy/nginx.conf`), which
+//! browsers need anyway past six streams per origin.
 //!
-//! ## Example
+//! ## More
 //!
-//! ```
-//! use tinysse::{Event, EventStream, Server};
-//!
-//! let server = Server::builder().addr("127.0.0.1:0").demo(false).start()?;
-//! let mut stream = EventStream::connect(server.addr(), "/events?topic=news", &[])?;
-//! server.hub().publish("news", &Event::data("hello"))?;
-//! let msg = stream.next_message()?.expect("an event");
-//! assert_eq!(msg.data, "hello");
-//! server.shutdown();
-//! server.join();
-//! # Ok::<(), Box<dyn std::error::Error>>(())
-//! ```
+//! `examples/` in the repository: `progress` (a blocking job streaming its
+//! progress to a browser), `seed` (a route that produces from its own thread
+//! and ends by dropping the sender), `client` (a blocking client that
+//! reconnects with `Last-Event-ID`). `docs/embedding.md` and `docs/proxy.md`
+//! cover embedding and running behind nginx and systemd.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 

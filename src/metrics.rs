@@ -4,7 +4,17 @@ use std::fmt::Write;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-/// The server's counters; every field is updated lock-free.
+/// The server's counters; every field is updated lock-free, and reading one
+/// never blocks the server.
+///
+/// ```
+/// let hub = tinysse::Hub::new();
+/// hub.publish("t", &tinysse::Event::data("x"))?;
+/// assert_eq!(hub.metrics().events_published(), 1);
+/// assert_eq!(hub.metrics().topics(), 1);
+/// assert!(hub.metrics().render().contains("tinysse_events_published_total 1\n"));
+/// # Ok::<(), tinysse::PublishError>(())
+/// ```
 #[derive(Debug, Default)]
 pub struct Metrics {
     pub(crate) streams_active: AtomicU64,
@@ -20,6 +30,21 @@ impl Metrics {
     /// Open SSE streams right now.
     pub fn streams_active(&self) -> u64 {
         self.streams_active.load(Ordering::Relaxed)
+    }
+
+    /// SSE streams opened since start.
+    pub fn streams_total(&self) -> u64 {
+        self.streams_total.load(Ordering::Relaxed)
+    }
+
+    /// SSE streams refused with `503` for being over `max_streams`.
+    pub fn streams_rejected(&self) -> u64 {
+        self.streams_rejected.load(Ordering::Relaxed)
+    }
+
+    /// Topics held right now.
+    pub fn topics(&self) -> u64 {
+        self.topics.load(Ordering::Relaxed)
     }
 
     /// Events published since start.

@@ -11,8 +11,8 @@ use crate::files::percent_decode;
 pub struct StreamRequest {
     pub(crate) method: String,
     pub(crate) path: String,
-    pub(crate) query: Vec<(String, String)>,
-    pub(crate) headers: Vec<(String, String)>,
+    pub(crate) query: Pairs,
+    pub(crate) headers: Pairs,
     pub(crate) remote_addr: Option<SocketAddr>,
 }
 
@@ -20,7 +20,7 @@ pub struct StreamRequest {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct BadQuery;
 
-/// Decoded `name=value` pairs, in order.
+/// Decoded `name=value` pairs, in order, repeats kept.
 pub(crate) type Pairs = Vec<(String, String)>;
 
 /// Splits a request target into its path and its decoded query pairs
@@ -114,6 +114,19 @@ impl StreamRequest {
     /// The peer's address.
     pub fn remote_addr(&self) -> Option<SocketAddr> {
         self.remote_addr
+    }
+
+    /// Where a reconnecting client wants to resume: its `Last-Event-ID`
+    /// header, or else the `lastEventId` query parameter (for a first
+    /// connection that already knows where it stands), as `/events` reads it.
+    ///
+    /// ```
+    /// let rq = tinysse::StreamRequest::new("GET", "/ticks?lastEventId=41");
+    /// assert_eq!(rq.last_event_id(), Some("41"));
+    /// ```
+    pub fn last_event_id(&self) -> Option<&str> {
+        self.header("Last-Event-ID")
+            .or_else(|| self.query("lastEventId"))
     }
 }
 

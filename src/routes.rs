@@ -418,6 +418,20 @@ fn publish(sh: &Shared, mut rq: Request) {
             }
         }
         None => {
+            // Behind a reverse proxy every peer is loopback, so the rule
+            // would let anyone publish: a forwarded request needs a token.
+            let proxied = ["Forwarded", "X-Forwarded-For", "X-Real-IP"]
+                .iter()
+                .any(|h| request_header(&rq, h).is_some());
+            if proxied {
+                return reply(
+                    rq,
+                    text(
+                        403,
+                        "publishing through a proxy needs a publish token (--publish-token)",
+                    ),
+                );
+            }
             if !rq.remote_addr().is_some_and(|a| a.ip().is_loopback()) {
                 return reply(
                     rq,

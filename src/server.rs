@@ -22,7 +22,8 @@ use crate::request::StreamRequest;
 use crate::routes;
 
 /// A custom stream route's handler: it gets the request and a `Sender`, runs
-/// on a producer thread of its own, and ends the stream by dropping the sender.
+/// on a producer thread of its own, and ends the stream by dropping the sender
+/// (see [`ServerBuilder::stream_route`]).
 pub type StreamHandler = dyn Fn(&StreamRequest, Sender<Event>) + Send + Sync + 'static;
 
 /// Stack for a stream's writer thread: it only moves bytes from a channel to
@@ -104,7 +105,16 @@ pub(crate) const MAX_HEAD_BYTES: usize = 16 * 1024;
 pub struct Server;
 
 impl Server {
-    /// A builder with the defaults of the binary (demo on, port 8080).
+    /// A builder for an embedding program: `127.0.0.1:8080`, no demo, no
+    /// static files, and otherwise the binary's defaults (heartbeat 15 s,
+    /// `retry: 2000`, 1024 streams, queue 256, history 1024).
+    ///
+    /// ```
+    /// let server = tinysse::Server::builder().addr("127.0.0.1:0").start()?;
+    /// assert_ne!(server.addr().port(), 0);
+    /// server.join();
+    /// # Ok::<(), tinysse::StartError>(())
+    /// ```
     pub fn builder() -> ServerBuilder {
         ServerBuilder::default()
     }
@@ -115,14 +125,16 @@ impl Default for ServerBuilder {
         ServerBuilder {
             addr: "127.0.0.1:8080".to_string(),
             settings: Settings {
-                public: Some(PathBuf::from("public")),
+                // An embedding program opts in to files and the demo; the
+                // binary's Config turns both on.
+                public: None,
                 heartbeat: Some(Duration::from_secs(15)),
                 retry: Some(2000),
                 max_streams: 1024,
                 max_body: 65536,
                 publish_token: None,
                 cors_origin: None,
-                demo: true,
+                demo: false,
                 firehose: false,
             },
             limits: HubLimits::default(),
@@ -136,14 +148,24 @@ impl Default for ServerBuilder {
 }
 
 /// Why the server did not start.
+///
+/// ```
+/// let err = tinysse::Server::builder().addr("127.0.0.1").start().unwrap_err();
+/// assert!(matches!(err, tinysse::StartError::Resolve(..)));
+/// println!("{err}"); // cannot resolve 127.0.0.1: invalid socket address
+/// ```
 #[derive(Debug)]
+#[non_exhaustive]
 pub enum StartError {
     /// The address did not resolve.
     Resolve(String, io::Error),
     /// Binding or configuring the listening socket failed.
     Bind(SocketAddr, io::Error),
-    /// The HTTP layer refused the listener.
+    /// The HTTP layer refused the listener, or a thread could not start.
     Http(String),
+    /// A builder value is unusable (a route path not starting with `/`, a
+    /// header value with a line break); the message names it.
+    Invalid(String),
 }
 
 impl fmt::Display for StartError {
@@ -152,6 +174,7 @@ impl fmt::Display for StartError {
             StartError::Resolve(a, e) => write!(f, "cannot resolve {a}: {e}"),
             StartError::Bind(a, e) => write!(f, "cannot listen on {a}: {e}"),
             StartError::Http(e) => write!(f, "cannot start the HTTP server: {e}"),
+            StartError::Invalid(e) => write!(f, "invalid setting: {e}"),
         }
     }
 }
@@ -160,7 +183,7 @@ impl std::error::Error for StartError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             StartError::Resolve(_, e) | StartError::Bind(_, e) => Some(e),
-            StartError::Http(_) => None,
+            StartError::Http(_) | StartError::Invalid(_) => None,
         }
     }
 }
@@ -265,15 +288,46 @@ impl ServerBuilder {
         "max_connections(Some(2048))"
     );
 
-    /// Adds a stream route: each `GET path` runs `handler` on a thread of its
-    /// own with a `Sender`; every event sent is written and flushed at once,
-    /// and the response ends when the handler drops the sender.
+    /// Adds a stream route: each `GET path` (matched exactly, any query
+    /// string allowed) runs `handler` on a producer thread of its own with
+    /// the request and a `Sender`. Every event sent is written and flushed at
+    /// once; the response ends when the last clone of the sender is dropped.
+    ///
+    /// - `tx.send` blocks while the client's queue (see
+    ///   [`queue`](Self::queue)) is full: a slow client slows its producer,
+    ///   never the server.
+    /// - `tx.send` fails once the client has gone or the server is shutting
+    ///   down: return then. A handler that never sends is never told, so
+    ///   long waits belong in `recv_timeout`-style loops that send or check.
+    /// - The handler may move `tx` into another thread and return; the
+    ///   stream stays open until that thread drops it.
+    /// - The producer thread has a 256 KiB stack; a panic in the handler ends
+    ///   the stream like a drop of the sender.
+    /// - Each stream counts towards [`max_streams`](Self::max_streams).
+    ///   `/events` (and `/firehose` when on) are taken: [`start`](Self::start)
+    ///   refuses them. A route at `/async` replaces the demo's.
     ///
     /// ```
-    /// let b = tinysse::Server::builder().stream_route("/once", |_req, tx| {
-    ///     let _ = tx.send(tinysse::Event::data("hi"));
-    /// });
-    /// # let _ = b;
+    /// use tinysse::{Event, EventStream, Server};
+    ///
+    /// let server = Server::builder()
+    ///     .addr("127.0.0.1:0")
+    ///     .retry(None)
+    ///     .stream_route("/countdown", |req, tx| {
+    ///         let from: u32 = req.query("from").and_then(|v| v.parse().ok()).unwrap_or(3);
+    ///         for n in (1..=from).rev() {
+    ///             if tx.send(Event::data(n.to_string())).is_err() {
+    ///                 return; // the client went away
+    ///             }
+    ///         }
+    ///         // Returning drops `tx`: the response ends here.
+    ///     })
+    ///     .start()?;
+    /// let stream = EventStream::connect(server.addr(), "/countdown?from=2", &[])?;
+    /// let got: Vec<String> = stream.map(|m| m.map(|m| m.data)).collect::<Result<_, _>>()?;
+    /// assert_eq!(got, ["2", "1"]);
+    /// server.join();
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn stream_route<F>(mut self, path: &str, handler: F) -> ServerBuilder
     where
@@ -283,8 +337,10 @@ impl ServerBuilder {
         self
     }
 
-    /// Binds the listener and starts serving on background threads.
+    /// Binds the listener and starts serving on background threads; returns
+    /// once the port is bound, so clients may connect at once.
     pub fn start(self) -> Result<ServerHandle, StartError> {
+        check_settings(&self)?;
         let addr = self
             .addr
             .to_socket_addrs()
@@ -593,7 +649,17 @@ impl ServerHandle {
         self.addr
     }
 
-    /// The hub: publish to the server's topics from any thread.
+    /// The hub: publish to the server's topics from any thread. A `Hub` is a
+    /// cheap clone, so move one into each thread that publishes.
+    ///
+    /// ```
+    /// let server = tinysse::Server::builder().addr("127.0.0.1:0").start()?;
+    /// let hub = server.hub().clone();
+    /// let worker = std::thread::spawn(move || hub.publish("jobs", &tinysse::Event::data("done")));
+    /// assert!(worker.join().unwrap().is_ok());
+    /// server.join();
+    /// # Ok::<(), tinysse::StartError>(())
+    /// ```
     pub fn hub(&self) -> &Hub {
         &self.hub
     }
@@ -657,4 +723,34 @@ impl ServerHandle {
             }
         }
     }
+}
+
+/// Refuses values that would be ignored or corrupt a response head, so an
+/// embedding program learns at start-up, not from a puzzled browser.
+fn check_settings(b: &ServerBuilder) -> Result<(), StartError> {
+    let invalid = |m: String| Err(StartError::Invalid(m));
+    for path in b.routes.keys() {
+        if !path.starts_with('/') || path.contains(['?', '#', ' ', '\r', '\n']) {
+            return invalid(format!(
+                "stream route {path:?}: a path starts with '/' and has no query"
+            ));
+        }
+        if path == "/events" || (path == "/firehose" && b.settings.firehose) {
+            return invalid(format!(
+                "stream route {path:?} is taken by the built-in route"
+            ));
+        }
+    }
+    let header_safe = |v: &str| !v.bytes().any(|c| c == b'\r' || c == b'\n' || c == 0);
+    if let Some(o) = &b.settings.cors_origin
+        && !header_safe(o)
+    {
+        return invalid("cors_origin holds a line break".into());
+    }
+    if let Some(t) = &b.settings.publish_token
+        && (t.is_empty() || !header_safe(t))
+    {
+        return invalid("publish_token is empty or holds a line break".into());
+    }
+    Ok(())
 }

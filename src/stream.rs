@@ -124,13 +124,19 @@ impl StreamWriter {
     }
 
     /// Adds a response header (for example `Access-Control-Allow-Origin`).
+    /// A name or value holding CR or LF is left out: it would let the value
+    /// write headers of its own.
     ///
     /// ```
     /// let w = tinysse::StreamWriter::new().header("Access-Control-Allow-Origin", "*");
     /// # let _ = w;
     /// ```
     pub fn header(mut self, name: impl Into<String>, value: impl Into<String>) -> StreamWriter {
-        self.headers.push((name.into(), value.into()));
+        let (name, value) = (name.into(), value.into());
+        let breaks = |s: &str| s.bytes().any(|b| b == b'\r' || b == b'\n');
+        if !breaks(&name) && !breaks(&value) {
+            self.headers.push((name, value));
+        }
         self
     }
 
@@ -202,6 +208,9 @@ impl StreamWriter {
             }
         }
         self.send(out, &mut batch)?;
+        // With no retry and no replay nothing was sent yet: the head must
+        // still go out now, not with the first event or heartbeat.
+        out.flush()?;
 
         let no_shutdown = never();
         let shutdown = self.shutdown.as_ref().unwrap_or(&no_shutdown);
@@ -235,7 +244,21 @@ impl StreamWriter {
                     }
                     Err(_) => return self.finish(out, StreamEnd::Finished),
                 },
-                recv(shutdown) -> _ => return self.finish(out, StreamEnd::Shutdown),
+                recv(shutdown) -> _ => {
+                    // select! picks at random among ready arms: frames
+                    // already queued were accepted, so they go out first.
+                    while batch.len() < BATCH_BYTES {
+                        match frames.try_recv() {
+                            Ok(f) => {
+                                f.encode_into(batch.body());
+                                batch.frames += 1;
+                            }
+                            Err(_) => break,
+                        }
+                    }
+                    self.send(out, &mut batch)?;
+                    return self.finish(out, StreamEnd::Shutdown);
+                }
                 default(wait) => {
                     if self.heartbeat.is_some() && last_write.elapsed() >= heartbeat {
                         batch.body().extend_from_slice(b": keep-alive\n\n");
