@@ -303,7 +303,9 @@ struct Batch {
 
 impl Batch {
     fn new(chunked: bool) -> Batch {
-        let mut buf = Vec::with_capacity(4096);
+        // Small to start: an idle stream only ever holds `retry:` and
+        // heartbeats, and a burst grows it once.
+        let mut buf = Vec::with_capacity(512);
         if chunked {
             buf.resize(CHUNK_PREFIX, 0);
         }
@@ -512,7 +514,8 @@ mod tests {
         assert!(started.elapsed() >= Duration::from_millis(45));
         drop(tx);
         t.join().unwrap();
-        let mut r = SseReader::new(&rec.bytes()[..]);
+        let bytes = rec.bytes();
+        let mut r = SseReader::new(&bytes[..]);
         assert_eq!(
             r.next_item().unwrap(),
             Some(Item::Comment("keep-alive".into()))
