@@ -29,7 +29,10 @@ Workloads (default: suite = the standard set with the target parameters):
   broadcast     C subscribers on one topic, P keep-alive publishers POST M events
   idle          C idle subscribers: RSS and threads per stream, connect time, heartbeat CPU
   max-streams   streams held with heartbeats on time (--heartbeat 1), in steps
-  suite         all of the above with the parameters of the README table
+  suite         all of the above with the parameters of the README table:
+                firehose 1 x 200000 x 64 B and 50 x 20000 x 64 B; broadcast 100 subs,
+                4 publishers, 20000 events, max rate, and 1000 subs at 200 events/s
+                for 2000 events; idle 5000; max-streams up to 10000
 
 Options:
   --server PATH       server binary (default: tinysse next to this binary)
@@ -347,42 +350,58 @@ fn firehose(o: &Opts, clients: usize) -> Result<Row, String> {
     let handles: Vec<_> = (0..clients)
         .map(|_| {
             let (target, barrier) = (target.clone(), barrier.clone());
-            spawn("firehose", move || -> Result<u64, String> {
-                barrier.wait();
-                let mut s = EventStream::connect(addr, &target, &[]).map_err(|e| e.to_string())?;
-                if s.status() != 200 {
-                    return Err(format!("status {}", s.status()));
-                }
-                s.set_read_timeout(Some(Duration::from_secs(30)))
-                    .map_err(|e| e.to_string())?;
-                let mut expect = 1u64;
-                while let Some(m) = s.next_message().map_err(|e| e.to_string())? {
-                    let id: Option<u64> = m.id.as_deref().and_then(|v| v.parse().ok());
-                    if id != Some(expect) {
-                        return Err(format!("expected id {expect}, got {:?}", m.id));
+            spawn(
+                "firehose",
+                move || -> Result<(u64, Instant, Instant), String> {
+                    barrier.wait();
+                    let began = Instant::now();
+                    let mut s =
+                        EventStream::connect(addr, &target, &[]).map_err(|e| e.to_string())?;
+                    if s.status() != 200 {
+                        return Err(format!("status {}", s.status()));
                     }
-                    if m.data.len() != size {
-                        return Err(format!("event {expect}: {} data bytes", m.data.len()));
+                    s.set_read_timeout(Some(Duration::from_secs(30)))
+                        .map_err(|e| e.to_string())?;
+                    let mut expect = 1u64;
+                    while let Some(m) = s.next_message().map_err(|e| e.to_string())? {
+                        let id: Option<u64> = m.id.as_deref().and_then(|v| v.parse().ok());
+                        if id != Some(expect) {
+                            return Err(format!("expected id {expect}, got {:?}", m.id));
+                        }
+                        if m.data.len() != size {
+                            return Err(format!("event {expect}: {} data bytes", m.data.len()));
+                        }
+                        expect += 1;
                     }
-                    expect += 1;
-                }
-                Ok(expect - 1)
-            })
+                    Ok((expect - 1, began, Instant::now()))
+                },
+            )
         })
         .collect();
     let cpu0 = t.cpu();
+    let wall0 = Instant::now();
     barrier.wait();
-    let start = Instant::now();
     let mut received = 0;
     let mut errors = Vec::new();
+    // Timed by the clients themselves: on a loaded machine this thread may
+    // run late after the barrier, which would make the run look shorter.
+    let mut first: Option<Instant> = None;
+    let mut last: Option<Instant> = None;
     for h in handles {
         match h.join() {
-            Ok(Ok(n)) => received += n,
+            Ok(Ok((n, began, ended))) => {
+                received += n;
+                first = Some(first.map_or(began, |f| f.min(began)));
+                last = Some(last.map_or(ended, |l| l.max(ended)));
+            }
             Ok(Err(e)) => errors.push(e),
             Err(_) => errors.push("client thread panicked".into()),
         }
     }
-    let wall = start.elapsed().as_secs_f64();
+    let wall = match (first, last) {
+        (Some(f), Some(l)) => (l - f).as_secs_f64(),
+        _ => wall0.elapsed().as_secs_f64(),
+    };
     let cpu = since(cpu0, t.cpu());
     let total = count * clients as u64;
     let rate = received as f64 / wall;
@@ -545,53 +564,51 @@ fn broadcast(o: &Opts, subs: usize) -> Result<Row, String> {
             return Err("subscribers did not connect within 120 s".into());
         }
     }
-    let sub_handles: Vec<_> =
-        streams
-            .into_iter()
-            .map(|mut s| {
-                spawn("subscriber", move || -> SubResult {
-                    let mut r = SubResult {
-                        received: 0,
-                        latencies_us: Vec::with_capacity(events as usize),
-                        error: None,
-                    };
-                    let mut last_id = 0u64;
-                    while r.received < events {
-                        match s.next_message() {
-                            Ok(Some(m)) => {
-                                let now = now_ns();
-                                let id: u64 =
-                                    m.id.as_deref().and_then(|v| v.parse().ok()).unwrap_or(0);
-                                if id <= last_id {
-                                    r.error = Some(format!("id {id} after {last_id}"));
-                                    break;
-                                }
-                                last_id = id;
-                                let sent: u64 = m
-                                    .data
-                                    .strip_prefix('t')
-                                    .and_then(|d| d.split(' ').next())
-                                    .and_then(|v| v.parse().ok())
-                                    .unwrap_or(now);
-                                r.latencies_us
+    let sub_handles: Vec<_> = streams
+        .into_iter()
+        .map(|mut s| {
+            spawn("subscriber", move || -> SubResult {
+                let mut r = SubResult {
+                    received: 0,
+                    latencies_us: Vec::with_capacity(events as usize),
+                    error: None,
+                };
+                let mut last_id = 0u64;
+                while r.received < events {
+                    match s.next_message() {
+                        Ok(Some(m)) => {
+                            let now = now_ns();
+                            let id: u64 = m.id.as_deref().and_then(|v| v.parse().ok()).unwrap_or(0);
+                            if id <= last_id {
+                                r.error = Some(format!("id {id} after {last_id}"));
+                                break;
+                            }
+                            last_id = id;
+                            let sent: u64 = m
+                                .data
+                                .strip_prefix('t')
+                                .and_then(|d| d.split(' ').next())
+                                .and_then(|v| v.parse().ok())
+                                .unwrap_or(now);
+                            r.latencies_us
                                     .push((now.saturating_sub(sent) / 1000).min(u32::MAX as u64)
                                         as u32);
-                                r.received += 1;
-                            }
-                            Ok(None) => {
-                                r.error = Some("stream ended (evicted?)".into());
-                                break;
-                            }
-                            Err(e) => {
-                                r.error = Some(e.to_string());
-                                break;
-                            }
+                            r.received += 1;
+                        }
+                        Ok(None) => {
+                            r.error = Some("stream ended (evicted?)".into());
+                            break;
+                        }
+                        Err(e) => {
+                            r.error = Some(e.to_string());
+                            break;
                         }
                     }
-                    r
-                })
+                }
+                r
             })
-            .collect();
+        })
+        .collect();
     let mut conns = Vec::with_capacity(pubs);
     for _ in 0..pubs {
         let mut c = Publisher::connect(addr).map_err(|e| format!("publisher: {e}"))?;
@@ -976,7 +993,7 @@ fn run(o: &Opts, workload: &str) -> Vec<Result<Row, String>> {
             rows.push(firehose(&f50, 50));
             let fast = Opts {
                 publishers: 4,
-                events: 50_000,
+                events: 20_000,
                 size: 64,
                 rate: 0.0,
                 ..o.clone()
