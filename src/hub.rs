@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use crossbeam_channel::{Receiver, Sender, TrySendError, bounded};
+use crossbeam_channel::{Receiver, Sender, unbounded};
 
 use crate::event::{Event, Frame, ID_ROOM};
 use crate::metrics::Metrics;
@@ -285,20 +285,24 @@ impl Hub {
         }
         st.history.push_back(frame.clone());
         let metrics = &self.inner.metrics;
+        let queue_limit = self.inner.limits.queue;
         st.subscribers.retain(|s| {
             if s.evicted.load(Ordering::Relaxed) {
                 return false;
             }
-            match s.queue.try_send(frame.clone()) {
-                Ok(()) => true,
-                Err(TrySendError::Full(_)) => {
-                    if !s.evicted.swap(true, Ordering::AcqRel) {
-                        metrics.subscribers_evicted.fetch_add(1, Ordering::Relaxed);
-                    }
-                    false
+            // The queue is bounded here rather than by the channel: a bounded
+            // crossbeam channel allocates every slot up front (10 KiB for 256
+            // frames), which idle subscribers would pay for nothing. Only
+            // publishers holding this topic's lock add to it, so the check
+            // cannot be raced past except by a subscriber's other topics.
+            if s.queue.len() >= queue_limit {
+                if !s.evicted.swap(true, Ordering::AcqRel) {
+                    metrics.subscribers_evicted.fetch_add(1, Ordering::Relaxed);
                 }
-                Err(TrySendError::Disconnected(_)) => false,
+                return false;
             }
+            // Unbounded: an error only means the subscriber has gone.
+            s.queue.try_send(frame.clone()).is_ok()
         });
         drop(st);
         metrics.events_published.fetch_add(1, Ordering::Relaxed);
@@ -338,7 +342,7 @@ impl Hub {
                 Err(PublishError::TooManyTopics) => return Err(SubscribeError::TooManyTopics),
             }
         }
-        let (tx, rx) = bounded(self.inner.limits.queue);
+        let (tx, rx) = unbounded();
         let evicted = Arc::new(AtomicBool::new(false));
         let key = self.inner.next_sub.fetch_add(1, Ordering::Relaxed);
         let mut replay = Vec::new();

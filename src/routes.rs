@@ -99,12 +99,12 @@ enum Kind {
     Custom(Arc<crate::server::StreamHandler>),
 }
 
-fn writer_for(sh: &Shared, rq: &Request) -> StreamWriter {
+fn writer_for(sh: &Shared, rq: &Request, slot: &StreamSlot) -> StreamWriter {
     let mut w = StreamWriter::new()
         .heartbeat(sh.config.heartbeat)
         .retry(sh.config.retry)
         .chunked(*rq.http_version() >= (1, 1))
-        .shutdown_signal(sh.shutdown.clone())
+        .shutdown_signal(slot.stop_signal())
         .count_frames(sh.metrics.frames_written.clone());
     if let Some(o) = &sh.config.cors_origin {
         w = w.header("Access-Control-Allow-Origin", o.clone());
@@ -157,7 +157,7 @@ fn start_events(sh: &Arc<Shared>, rq: Request, sreq: &StreamRequest) {
             return;
         }
     };
-    let writer = writer_for(sh, &rq).evicted_flag(sub.evicted_flag());
+    let writer = writer_for(sh, &rq, &slot).evicted_flag(sub.evicted_flag());
     let spawned = spawn_stream(slot, move || {
         let prelude = sub.prelude();
         let rx = sub.receiver().clone();
@@ -181,7 +181,7 @@ fn start_custom(
         return;
     };
     let (tx, rx) = bounded::<Event>(sh.hub.limits().queue);
-    let writer = writer_for(sh, &rq);
+    let writer = writer_for(sh, &rq, &slot);
     let path = sreq.path.clone();
     if let Err(e) = spawn_producer(handler, sreq, tx) {
         log::error!("cannot start a producer thread: {e}");
@@ -234,7 +234,7 @@ fn start_firehose(sh: &Arc<Shared>, rq: Request, sreq: &StreamRequest) {
         let _ = rq.respond(text(503, "cannot start the stream"));
         return;
     }
-    let writer = writer_for(sh, &rq);
+    let writer = writer_for(sh, &rq, &slot);
     let spawned = spawn_stream(slot, move || {
         let end = writer.run(rq.into_writer(), rx);
         log_end("/firehose", &end);

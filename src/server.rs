@@ -44,8 +44,19 @@ pub(crate) struct Shared {
     /// Requests being handled on a thread of their own because their body is
     /// still to be read.
     pub(crate) body_readers: std::sync::atomic::AtomicUsize,
+    /// The open streams; `None` once shutdown has begun.
+    pub(crate) streams: Mutex<Option<OpenStreams>>,
+}
+
+/// Every open stream's own stop signal. One shared shutdown channel would be
+/// simpler, but every writer that blocks registers on the channel it selects
+/// on: with thousands of streams that is one contended lock and a linear
+/// scan of all of them on each event or heartbeat of each stream.
+pub(crate) struct OpenStreams {
     /// Each stream thread holds a clone; all dropped = all streams ended.
-    pub(crate) streams_alive: Mutex<Option<Sender<()>>>,
+    alive: Sender<()>,
+    stops: HashMap<u64, Sender<()>>,
+    next_key: u64,
 }
 
 /// The settings a server runs with (the builder's values).
@@ -388,7 +399,11 @@ impl ServerBuilder {
             shutdown: shutdown_rx,
             stopping: AtomicBool::new(false),
             body_readers: std::sync::atomic::AtomicUsize::new(0),
-            streams_alive: Mutex::new(Some(alive_tx)),
+            streams: Mutex::new(Some(OpenStreams {
+                alive: alive_tx,
+                stops: HashMap::new(),
+                next_key: 0,
+            })),
         });
 
         let mut threads = Vec::new();
@@ -554,19 +569,20 @@ fn read_body_apart(sh: &Arc<Shared>, rq: tiny_http::Request) {
 /// until the stream thread that owns it ends.
 pub(crate) struct StreamSlot {
     shared: Arc<Shared>,
+    key: u64,
+    stop: Receiver<()>,
     _alive: Sender<()>,
 }
 
 impl StreamSlot {
     /// Takes a slot, or `None` when `max_streams` are open (counted as rejected).
     pub(crate) fn take(sh: &Arc<Shared>) -> Option<StreamSlot> {
-        let alive = sh
-            .streams_alive
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()?;
         let m = &sh.metrics;
         let max = sh.config.max_streams;
+        // Under the registry's lock, so a slot is either registered before
+        // shutdown takes the registry, or not given at all.
+        let mut streams = sh.streams.lock().unwrap_or_else(|p| p.into_inner());
+        let open = streams.as_mut()?;
         let ok = m
             .streams_active
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
@@ -578,15 +594,35 @@ impl StreamSlot {
             return None;
         }
         m.streams_total.fetch_add(1, Ordering::Relaxed);
+        let (stop_tx, stop) = bounded(0);
+        let key = open.next_key;
+        open.next_key += 1;
+        open.stops.insert(key, stop_tx);
         Some(StreamSlot {
             shared: sh.clone(),
-            _alive: alive,
+            key,
+            stop,
+            _alive: open.alive.clone(),
         })
+    }
+
+    /// Disconnects when the server shuts down: this stream's writer selects on it.
+    pub(crate) fn stop_signal(&self) -> Receiver<()> {
+        self.stop.clone()
     }
 }
 
 impl Drop for StreamSlot {
     fn drop(&mut self) {
+        if let Some(open) = self
+            .shared
+            .streams
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_mut()
+        {
+            open.stops.remove(&self.key);
+        }
         self.shared
             .metrics
             .streams_active
@@ -679,9 +715,10 @@ impl ServerHandle {
                 .unwrap_or_else(|p| p.into_inner())
                 .take(),
         );
+        // Dropping every stop sender ends every open stream.
         drop(
             self.shared
-                .streams_alive
+                .streams
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .take(),

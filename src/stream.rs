@@ -329,7 +329,9 @@ struct Batch {
 
 impl Batch {
     fn new(chunked: bool) -> Batch {
-        let mut buf = Vec::with_capacity(4096);
+        // Small to start: an idle stream only ever holds `retry:` and
+        // heartbeats, and a burst grows it once.
+        let mut buf = Vec::with_capacity(512);
         if chunked {
             buf.resize(CHUNK_PREFIX, 0);
         }

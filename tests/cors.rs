@@ -31,14 +31,24 @@ fn cors_headers_and_preflight() {
         &[
             ("Origin", ORIGIN),
             ("Access-Control-Request-Method", "POST"),
-            ("Access-Control-Request-Headers", "authorization, content-type"),
+            (
+                "Access-Control-Request-Headers",
+                "authorization, content-type",
+            ),
         ],
         b"",
     );
     assert_eq!(r.status, 204);
     assert_eq!(r.header("Access-Control-Allow-Origin"), Some(ORIGIN));
-    assert!(r.header("Access-Control-Allow-Methods").unwrap().contains("POST"));
-    let allowed = r.header("Access-Control-Allow-Headers").unwrap().to_ascii_lowercase();
+    assert!(
+        r.header("Access-Control-Allow-Methods")
+            .unwrap()
+            .contains("POST")
+    );
+    let allowed = r
+        .header("Access-Control-Allow-Headers")
+        .unwrap()
+        .to_ascii_lowercase();
     for h in ["authorization", "content-type", "last-event-id"] {
         assert!(allowed.contains(h), "{allowed}");
     }
@@ -50,10 +60,22 @@ fn no_cors_headers_without_the_flag() {
     let srv = start(builder());
     let a = srv.addr();
     let s = sse(a, "/events?topic=c", &[("Origin", ORIGIN)]);
-    assert!(s.headers().iter().all(|(k, _)| !k.to_ascii_lowercase().starts_with("access-control")));
+    assert!(
+        s.headers()
+            .iter()
+            .all(|(k, _)| !k.to_ascii_lowercase().starts_with("access-control"))
+    );
     let r = publish_json(a, r#"{"topic":"c","data":1}"#);
-    assert!(r.headers.iter().all(|(k, _)| !k.to_ascii_lowercase().starts_with("access-control")));
+    assert!(
+        r.headers
+            .iter()
+            .all(|(k, _)| !k.to_ascii_lowercase().starts_with("access-control"))
+    );
     let r = request(a, "OPTIONS", "/publish", &[("Origin", ORIGIN)], b"");
-    assert!(r.headers.iter().all(|(k, _)| !k.to_ascii_lowercase().starts_with("access-control")));
+    assert!(
+        r.headers
+            .iter()
+            .all(|(k, _)| !k.to_ascii_lowercase().starts_with("access-control"))
+    );
     srv.stop();
 }

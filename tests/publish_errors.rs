@@ -52,12 +52,30 @@ fn each_error_has_its_status_and_publishes_nothing() {
         let r = request(a, "POST", "/publish", &[form], body);
         refused(&srv, r, 400);
     }
-    refused(&srv, request(a, "POST", "/publish", &[("Content-Type", "text/plain")], b"x"), 415);
-    refused(&srv, request(a, "POST", "/publish", &[], br#"{"topic":"t","data":1}"#), 415);
+    refused(
+        &srv,
+        request(
+            a,
+            "POST",
+            "/publish",
+            &[("Content-Type", "text/plain")],
+            b"x",
+        ),
+        415,
+    );
+    refused(
+        &srv,
+        request(a, "POST", "/publish", &[], br#"{"topic":"t","data":1}"#),
+        415,
+    );
     refused(&srv, request(a, "PUT", "/publish", &[JSON], b"{}"), 405);
     refused(&srv, request(a, "GET", "/publish", &[], b""), 405);
     let big = format!(r#"{{"topic":"t","data":"{}"}}"#, "x".repeat(60));
-    refused(&srv, request(a, "POST", "/publish", &[JSON], big.as_bytes()), 413);
+    refused(
+        &srv,
+        request(a, "POST", "/publish", &[JSON], big.as_bytes()),
+        413,
+    );
 
     // Topics: two fit, a third is refused with 429.
     publish_ok(a, "t", &serde_json::json!(1));
@@ -96,7 +114,9 @@ fn a_large_content_length_is_refused_before_the_body_is_read() {
     )
     .unwrap();
     let mut buf = [0u8; 512];
-    let n = s.read(&mut buf).expect("an answer without sending the body");
+    let n = s
+        .read(&mut buf)
+        .expect("an answer without sending the body");
     let text = String::from_utf8_lossy(&buf[..n]);
     assert!(text.starts_with("HTTP/1.1 413"), "{text}");
     // A chunked body that grows past the limit is cut off too.
@@ -119,12 +139,38 @@ fn the_first_error_in_contract_order_wins() {
     let a = srv.addr();
     let long = br#"{"topic":"t","data":"far, far too long"}"#;
     // 405 beats everything.
-    refused(&srv, request(a, "PATCH", "/publish", &[("Content-Type", "text/plain")], long), 405);
-    // 401 beats 415 and 413.
-    refused(&srv, request(a, "POST", "/publish", &[("Content-Type", "text/plain")], long), 401);
     refused(
         &srv,
-        request(a, "POST", "/publish", &[JSON, ("Authorization", "Bearer wrong")], long),
+        request(
+            a,
+            "PATCH",
+            "/publish",
+            &[("Content-Type", "text/plain")],
+            long,
+        ),
+        405,
+    );
+    // 401 beats 415 and 413.
+    refused(
+        &srv,
+        request(
+            a,
+            "POST",
+            "/publish",
+            &[("Content-Type", "text/plain")],
+            long,
+        ),
+        401,
+    );
+    refused(
+        &srv,
+        request(
+            a,
+            "POST",
+            "/publish",
+            &[JSON, ("Authorization", "Bearer wrong")],
+            long,
+        ),
         401,
     );
     // 415 beats 413.
@@ -134,7 +180,10 @@ fn the_first_error_in_contract_order_wins() {
             a,
             "POST",
             "/publish",
-            &[("Content-Type", "text/plain"), ("Authorization", "Bearer s3cret")],
+            &[
+                ("Content-Type", "text/plain"),
+                ("Authorization", "Bearer s3cret"),
+            ],
             long,
         ),
         415,
@@ -142,12 +191,24 @@ fn the_first_error_in_contract_order_wins() {
     // 413 beats 400.
     refused(
         &srv,
-        request(a, "POST", "/publish", &[JSON, ("Authorization", "Bearer s3cret")], &[b'{'; 31]),
+        request(
+            a,
+            "POST",
+            "/publish",
+            &[JSON, ("Authorization", "Bearer s3cret")],
+            &[b'{'; 31],
+        ),
         413,
     );
     refused(
         &srv,
-        request(a, "POST", "/publish", &[JSON, ("Authorization", "Bearer s3cret")], b"{{"),
+        request(
+            a,
+            "POST",
+            "/publish",
+            &[JSON, ("Authorization", "Bearer s3cret")],
+            b"{{",
+        ),
         400,
     );
     let r = request(
@@ -168,7 +229,13 @@ fn with_a_token_any_peer_needs_it() {
     let r = request(srv.addr(), "POST", "/publish", &[JSON], body);
     assert_eq!(r.status, 401);
     assert_eq!(r.header("WWW-Authenticate"), Some("Bearer"));
-    let r = request(srv.addr(), "POST", "/publish", &[JSON, ("Authorization", "Bearer tok")], body);
+    let r = request(
+        srv.addr(),
+        "POST",
+        "/publish",
+        &[JSON, ("Authorization", "Bearer tok")],
+        body,
+    );
     assert_eq!(r.status, 200);
     srv.stop();
 }

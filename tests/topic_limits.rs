@@ -71,7 +71,10 @@ fn a_flood_of_new_topics_is_capped() {
     let after = rss_kib(pid);
     // 500 topics x 4 events x ~1 KiB is about 2 MiB; allow generous slack,
     // but 3,000 topics' worth (or unbounded growth) would not fit.
-    assert!(after < before + 16 * 1024, "RSS grew from {before} to {after} KiB");
+    assert!(
+        after < before + 16 * 1024,
+        "RSS grew from {before} to {after} KiB"
+    );
     let m = get(bin.addr, "/metrics");
     assert!(m.body.contains("tinysse_topics 500"), "{}", m.body);
 }
