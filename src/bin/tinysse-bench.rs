@@ -890,7 +890,7 @@ fn max_streams(o: &Opts, limit: usize) -> Result<Row, String> {
                     break;
                 }
             }
-            if socks.len() % 200 == 0 {
+            if socks.len().is_multiple_of(200) {
                 // Keep the streams already open drained while the next open.
                 sweep(&socks, &mut buf, &mut got);
             }
