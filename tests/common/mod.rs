@@ -169,7 +169,11 @@ impl Bin {
     }
 
     pub fn start_env(args: &[&str], env: &[(&str, &str)]) -> Bin {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_tinysse"));
+        Bin::start_cmd(Command::new(env!("CARGO_BIN_EXE_tinysse")), args, env)
+    }
+
+    /// Starts `cmd` (the binary, or a wrapper that runs it) with `args`.
+    pub fn start_cmd(mut cmd: Command, args: &[&str], env: &[(&str, &str)]) -> Bin {
         cmd.args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
