@@ -21,7 +21,11 @@ pub(crate) fn percent_decode(s: &str, plus_is_space: bool) -> Option<String> {
     while i < b.len() {
         match b[i] {
             b'%' => {
+                // Two hex digits exactly: from_str_radix alone would take "+f".
                 let hex = b.get(i + 1..i + 3)?;
+                if !hex.iter().all(u8::is_ascii_hexdigit) {
+                    return None;
+                }
                 let hex = std::str::from_utf8(hex).ok()?;
                 out.push(u8::from_str_radix(hex, 16).ok()?);
                 i += 3;
@@ -109,6 +113,8 @@ mod tests {
         assert_eq!(percent_decode("a+b", false).as_deref(), Some("a+b"));
         assert_eq!(percent_decode("%zz", false), None);
         assert_eq!(percent_decode("%2", false), None);
+        assert_eq!(percent_decode("%+f", false), None);
+        assert_eq!(percent_decode("%-1", false), None);
         assert_eq!(percent_decode("%ff", false), None);
         assert_eq!(percent_decode("%C3%A9", false).as_deref(), Some("é"));
     }
