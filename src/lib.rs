@@ -109,6 +109,7 @@ mod files;
 mod host;
 mod hub;
 mod metrics;
+mod pool;
 mod reader;
 mod request;
 mod routes;

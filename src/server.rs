@@ -18,6 +18,7 @@ use socket2::{Domain, Protocol, SockAddr, Socket, TcpKeepalive, Type};
 use crate::event::Event;
 use crate::hub::{Hub, HubLimits};
 use crate::metrics::Metrics;
+use crate::pool::Pool;
 use crate::request::StreamRequest;
 use crate::routes;
 
@@ -29,6 +30,9 @@ pub type StreamHandler = dyn Fn(&StreamRequest, Sender<Event>) + Send + Sync + '
 /// Stack for a stream's writer thread: it only moves bytes from a channel to
 /// a socket, so it needs little, and thousands of streams add up.
 pub(crate) const STREAM_STACK: usize = 64 * 1024;
+/// Writer pool threads at most: one per core, as each is busy only while
+/// it writes.
+const MAX_POOL_THREADS: usize = 4;
 /// Stack for a custom route's producer thread: user code, so more room.
 const PRODUCER_STACK: usize = 256 * 1024;
 
@@ -46,6 +50,10 @@ pub(crate) struct Shared {
     pub(crate) body_readers: std::sync::atomic::AtomicUsize,
     /// The open streams; `None` once shutdown has begun.
     pub(crate) streams: Mutex<Option<OpenStreams>>,
+    /// The threads that write `/events` streams.
+    pub(crate) pool: Pool,
+    /// How long a stream's socket may take nothing before it is dropped.
+    pub(crate) write_timeout: Option<Duration>,
 }
 
 /// Every open stream's own stop signal. One shared shutdown channel would be
@@ -391,6 +399,15 @@ impl ServerBuilder {
                 .entry("/async".to_string())
                 .or_insert_with(|| Arc::new(crate::demo::async_route));
         }
+        let pool_threads = thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+            .min(MAX_POOL_THREADS);
+        let (pool, pool_handles) = Pool::start(pool_threads)
+            .map_err(|e| StartError::Http(format!("cannot start the writer pool: {e}")))?;
+        // Not joined: each ends once its streams have, and join() waits for
+        // the streams themselves.
+        drop(pool_handles);
         let shared = Arc::new(Shared {
             config: self.settings,
             hub: hub.clone(),
@@ -404,6 +421,8 @@ impl ServerBuilder {
                 stops: HashMap::new(),
                 next_key: 0,
             })),
+            pool,
+            write_timeout: self.write_timeout,
         });
 
         let mut threads = Vec::new();
@@ -715,6 +734,7 @@ impl ServerHandle {
                 .unwrap_or_else(|p| p.into_inner())
                 .take(),
         );
+        self.shared.pool.stop();
         // Dropping every stop sender ends every open stream.
         drop(
             self.shared
