@@ -110,6 +110,7 @@ pub struct ServerBuilder {
     write_timeout: Option<Duration>,
     head_timeout: Option<Duration>,
     max_connections: Option<usize>,
+    writer_threads: Option<usize>,
     routes: HashMap<String, Arc<StreamHandler>>,
 }
 
@@ -161,6 +162,7 @@ impl Default for ServerBuilder {
             write_timeout: Some(Duration::from_secs(5)),
             head_timeout: Some(Duration::from_secs(10)),
             max_connections: None,
+            writer_threads: None,
             routes: HashMap::new(),
         }
     }
@@ -300,9 +302,17 @@ impl ServerBuilder {
         "header_timeout(Some(std::time::Duration::from_secs(10)))"
     );
     setter!(
-        /// Connections held at once (streams, short requests, and connections
-        /// still sending a request head); at the cap, new ones wait in the
-        /// listen backlog. `None` means `max_streams + 512`.
+        /// Threads that write `/events` streams, each serving many of them over
+        /// non-blocking sockets; at least 1. By default one per core, at most 4.
+        writer_threads, usize, |s, v| s.writer_threads = Some(v.max(1)), "writer_threads(2)"
+    );
+    setter!(
+        /// Connections held by tiny_http at once (short requests, connections
+        /// still sending a request head, and streams it could not hand over);
+        /// at the cap, new ones wait in the listen backlog. A stream holds no
+        /// connection slot once its socket is handed over (plain TCP): those
+        /// are capped by [`max_streams`](Self::max_streams). `None` means
+        /// `max_streams + 512`.
         max_connections, Option<usize>, |s, v| s.max_connections = v,
         "max_connections(Some(2048))"
     );
@@ -399,10 +409,12 @@ impl ServerBuilder {
                 .entry("/async".to_string())
                 .or_insert_with(|| Arc::new(crate::demo::async_route));
         }
-        let pool_threads = thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(1)
-            .min(MAX_POOL_THREADS);
+        let pool_threads = self.writer_threads.unwrap_or_else(|| {
+            thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1)
+                .min(MAX_POOL_THREADS)
+        });
         let (pool, pool_handles) = Pool::start(pool_threads)
             .map_err(|e| StartError::Http(format!("cannot start the writer pool: {e}")))?;
         // Not joined: each ends once its streams have, and join() waits for
