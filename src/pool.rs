@@ -279,12 +279,22 @@ enum Step {
 impl Conn {
     /// Writes what `out` holds; `Ok(true)` when all of it went out.
     fn flush(&mut self, now: Instant) -> io::Result<bool> {
+        let mut progressed = false;
         while self.pos < self.out.len() {
             match self.sock.write(&self.out[self.pos..]) {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(n) => self.pos += n,
+                Ok(n) => {
+                    self.pos += n;
+                    progressed = true;
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    self.stalled.get_or_insert(now);
+                    // Like a blocking send's timeout: a client that reads,
+                    // however slowly, is not stuck.
+                    if progressed {
+                        self.stalled = Some(now);
+                    } else {
+                        self.stalled.get_or_insert(now);
+                    }
                     return Ok(false);
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}

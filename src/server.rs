@@ -1,6 +1,6 @@
 //! The server: a builder, the listener (socket2, handed to tiny_http), the
-//! dispatcher, a bounded pool for short requests, a thread per stream, and
-//! graceful shutdown.
+//! dispatcher, a bounded pool for short requests, the writer pool for
+//! `/events`, a thread per custom stream, and graceful shutdown.
 
 use std::collections::HashMap;
 use std::fmt;
