@@ -32,6 +32,12 @@ const TURN_BATCHES: usize = 4;
 /// write timeout.
 const STALL_SCAN: Duration = Duration::from_millis(250);
 const WAKER: Token = Token(usize::MAX);
+/// After shutdown begins, streams still open this long are dropped: within
+/// `ServerHandle::join`'s 2 s.
+const STOP_DEADLINE: Duration = Duration::from_millis(1800);
+/// How long a pool thread with no streams left waits for late ones once
+/// shutdown began.
+const STOP_LINGER: Duration = Duration::from_millis(200);
 /// A pool thread's stack: it moves bytes and keeps small tables.
 const POOL_STACK: usize = 256 * 1024;
 
@@ -390,7 +396,9 @@ impl Conn {
     /// the connection or it failed.
     fn drain_input(&mut self, scratch: &mut Vec<u8>) -> bool {
         scratch.resize(4096, 0);
-        loop {
+        // Bounded, so a client that keeps sending cannot hold the thread;
+        // what is left makes the socket readable again.
+        for _ in 0..16 {
             match self.sock.read(scratch) {
                 Ok(0) => return false,
                 Ok(_) => {}
@@ -399,6 +407,7 @@ impl Conn {
                 Err(_) => return false,
             }
         }
+        true
     }
 
     /// Writes a heartbeat if nothing was written for a whole period;
@@ -433,12 +442,26 @@ struct Worker {
     /// Heartbeat deadlines, one entry per stream with a heartbeat.
     beats: BinaryHeap<Reverse<(Instant, u64)>>,
     scratch: Vec<u8>,
-    /// Set by `Cmd::Stop`: the time by which every stream is dropped.
+    /// When `Cmd::Stop` came.
     stopping: Option<Instant>,
+}
+
+/// Marks a pool thread that ends by a panic as full, so no new stream is
+/// placed on it (its mailbox is gone, so one would be refused anyway).
+struct PanicGuard(Arc<Inbox>);
+
+impl Drop for PanicGuard {
+    fn drop(&mut self) {
+        if thread::panicking() {
+            log::error!("a writer pool thread panicked; its streams ended");
+            self.0.load.store(usize::MAX / 2, Ordering::Relaxed);
+        }
+    }
 }
 
 impl Worker {
     fn run(mut self) {
+        let _guard = PanicGuard(self.inbox.clone());
         let mut events = Events::with_capacity(1024);
         let mut last_scan = Instant::now();
         loop {
@@ -464,7 +487,7 @@ impl Worker {
                     Cmd::Add(conn) => self.insert(conn, now),
                     Cmd::Stop => {
                         if self.stopping.is_none() {
-                            self.stopping = Some(now + Duration::from_millis(1800));
+                            self.stopping = Some(now);
                             let keys: Vec<u64> = self.conns.keys().copied().collect();
                             self.again.extend(keys);
                         }
@@ -505,11 +528,13 @@ impl Worker {
                 last_scan = now;
                 self.drop_stalled(now);
             }
-            if let Some(deadline) = self.stopping {
-                if self.conns.is_empty() {
+            if let Some(stopped) = self.stopping {
+                // A stream handed over just as shutdown began may still be
+                // on its way: wait a moment for it before ending.
+                if self.conns.is_empty() && now >= stopped + STOP_LINGER {
                     return;
                 }
-                if now >= deadline {
+                if now >= stopped + STOP_DEADLINE {
                     let keys: Vec<u64> = self.conns.keys().copied().collect();
                     for k in keys {
                         self.remove(k);

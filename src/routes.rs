@@ -176,8 +176,15 @@ fn start_events(sh: &Arc<Shared>, rq: Request, sreq: &StreamRequest) {
     let writer = writer_for(sh, &rq, &slot).evicted_flag(sub.evicted_flag());
     let chunked = *rq.http_version() >= (1, 1);
     // The pool serves the stream when tiny_http hands the socket over; a
-    // thread of its own otherwise.
-    let rq = match rq.into_raw_stream() {
+    // thread of its own otherwise. A body still to come would be skipped
+    // while handing over, on this (the dispatcher's) thread: such a request
+    // gets a thread, which skips it.
+    let taken = if crate::server::body_still_to_read(&rq) {
+        Err(RawStreamError::Unsupported(rq))
+    } else {
+        rq.into_raw_stream()
+    };
+    let rq = match taken {
         Ok(sock) => {
             let spec = StreamSpec {
                 head: writer.head_bytes().into_bytes(),

@@ -555,7 +555,7 @@ const BODY_READERS: usize = 64;
 /// Whether the body is still on the socket: tiny_http reads bodies of up to
 /// 1 KiB (without `Expect`) before handing the request over; anything else
 /// is read by the handler, as slowly as the client sends it.
-fn body_still_to_read(rq: &tiny_http::Request) -> bool {
+pub(crate) fn body_still_to_read(rq: &tiny_http::Request) -> bool {
     let has = |name: &str| {
         rq.headers()
             .iter()
