@@ -94,11 +94,11 @@
 //! call that can be stepped through in a debugger, a handler is a plain
 //! closure on a plain thread that may block on anything, and embedding it in
 //! a synchronous program is one builder call with no `async` spreading
-//! through it. Hub subscribers share a few writer threads, so tens of
-//! thousands of open `/events` streams fit in a process; custom routes,
-//! with a thread each, are for a few thousand. Past that, or for many
-//! requests per stream, an event loop (tokio with axum or hyper) is the
-//! right tool. HTTP/2 and TLS
+//! through it. Hub subscribers share a few writer threads (10,000 open
+//! `/events` streams were measured with heartbeats on time, see
+//! `docs/benchmarks.md`); custom routes, with a thread each, are for a few
+//! thousand. For hundreds of thousands, an event loop (tokio with axum or
+//! hyper) is the right tool. HTTP/2 and TLS
 //! are left to a reverse proxy in front (see `deploy/nginx.conf`), which
 //! browsers need anyway past six streams per origin.
 //!
