@@ -116,46 +116,51 @@ pub(crate) struct StreamSpec {
 impl Pool {
     /// Starts `threads` pool threads.
     pub(crate) fn start(threads: usize) -> io::Result<(Pool, Vec<JoinHandle<()>>)> {
-        let mut inboxes = Vec::new();
+        let mut pool = Pool {
+            inboxes: Vec::new(),
+            next_key: AtomicU64::new(0),
+        };
         let mut handles = Vec::new();
         for i in 0..threads.max(1) {
-            let poll = Poll::new()?;
-            let waker = Waker::new(poll.registry(), WAKER)?;
-            let (ready_tx, ready_rx) = unbounded();
-            let (cmd_tx, cmd_rx) = unbounded();
-            let inbox = Arc::new(Inbox {
-                ready: ready_tx,
-                cmds: cmd_tx,
-                waker,
-                woken: AtomicBool::new(false),
-                load: AtomicUsize::new(0),
-            });
-            let worker = Worker {
-                poll,
-                inbox: inbox.clone(),
-                ready: ready_rx,
-                cmds: cmd_rx,
-                conns: HashMap::new(),
-                again: VecDeque::new(),
-                beats: BinaryHeap::new(),
-                scratch: Vec::with_capacity(4096),
-                stopping: None,
-            };
-            handles.push(
-                thread::Builder::new()
-                    .name(format!("tinysse-writer-{i}"))
-                    .stack_size(POOL_STACK)
-                    .spawn(move || worker.run())?,
-            );
-            inboxes.push(inbox);
+            if let Err(e) = pool.start_thread(i, &mut handles) {
+                pool.stop();
+                return Err(e);
+            }
         }
-        Ok((
-            Pool {
-                inboxes,
-                next_key: AtomicU64::new(0),
-            },
-            handles,
-        ))
+        Ok((pool, handles))
+    }
+
+    fn start_thread(&mut self, i: usize, handles: &mut Vec<JoinHandle<()>>) -> io::Result<()> {
+        let poll = Poll::new()?;
+        let waker = Waker::new(poll.registry(), WAKER)?;
+        let (ready_tx, ready_rx) = unbounded();
+        let (cmd_tx, cmd_rx) = unbounded();
+        let inbox = Arc::new(Inbox {
+            ready: ready_tx,
+            cmds: cmd_tx,
+            waker,
+            woken: AtomicBool::new(false),
+            load: AtomicUsize::new(0),
+        });
+        let worker = Worker {
+            poll,
+            inbox: inbox.clone(),
+            ready: ready_rx,
+            cmds: cmd_rx,
+            conns: HashMap::new(),
+            again: VecDeque::new(),
+            beats: BinaryHeap::new(),
+            scratch: Vec::with_capacity(4096),
+            stopping: None,
+        };
+        handles.push(
+            thread::Builder::new()
+                .name(format!("tinysse-writer-{i}"))
+                .stack_size(POOL_STACK)
+                .spawn(move || worker.run())?,
+        );
+        self.inboxes.push(inbox);
+        Ok(())
     }
 
     /// A notifier for a new stream, on the least loaded thread.
@@ -470,7 +475,7 @@ impl Worker {
             if let Some(Reverse((t, _))) = self.beats.peek() {
                 timeout = timeout.min(t.saturating_duration_since(now));
             }
-            if !self.again.is_empty() {
+            if !self.again.is_empty() || !self.ready.is_empty() {
                 timeout = Duration::ZERO;
             }
             if let Err(e) = self.poll.poll(&mut events, Some(timeout))
@@ -514,7 +519,12 @@ impl Worker {
                     self.service(key, now);
                 }
             }
-            while let Ok(key) = self.ready.try_recv() {
+            // Only those listed so far: publishers listing faster than this
+            // thread writes must not keep it from heartbeats and sockets.
+            for _ in 0..self.ready.len() {
+                let Ok(key) = self.ready.try_recv() else {
+                    break;
+                };
                 self.service(key, now);
             }
             for _ in 0..self.again.len() {

@@ -221,3 +221,40 @@ fn a_stream_holds_no_thread() {
     }
     assert!(srv.join());
 }
+
+#[test]
+fn http_1_0_streams_are_unchunked_and_closed_at_the_end() {
+    let srv = server(256, None);
+    let mut s = TcpStream::connect(srv.addr()).expect("connect");
+    std::io::Write::write_all(&mut s, b"GET /events?topic=old HTTP/1.0\r\n\r\n").expect("request");
+    s.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !got.windows(11).any(|w| w == b"retry: 2000") {
+        let n = s.read(&mut buf).expect("head and retry");
+        assert!(n > 0, "closed early: {}", String::from_utf8_lossy(&got));
+        got.extend_from_slice(&buf[..n]);
+    }
+    let head = String::from_utf8_lossy(&got).to_string();
+    assert!(head.contains("Connection: close\r\n"), "{head}");
+    assert!(!head.contains("Transfer-Encoding"), "{head}");
+    srv.hub()
+        .publish("old", &Event::data("hi"))
+        .expect("publish");
+    srv.shutdown();
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e) => panic!("the stream did not end: {e}"),
+        }
+    }
+    let text = String::from_utf8_lossy(&got);
+    let body = &text[text.find("\r\n\r\n").expect("end of head") + 4..];
+    // No chunk framing: the frames as they are, then the connection closes.
+    assert!(body.starts_with("retry: 2000\n\nid: "), "{body:?}");
+    assert!(body.ends_with("\ndata: hi\n\n"), "{body:?}");
+    assert!(!body.contains('\r'), "{body:?}");
+    assert!(srv.join());
+}
