@@ -291,9 +291,11 @@ impl Hub {
         let metrics = &self.inner.metrics;
         let queue_limit = self.inner.limits.queue;
         let mut wake: Vec<Arc<Inbox>> = Vec::new();
+        // A subscriber the pool already has listed costs no wake-up: when
+        // its socket is full, publishing must not keep waking the thread
+        // for nothing.
         let mut listed = |n: &Notify| {
-            n.mark();
-            if !wake.iter().any(|w| Arc::ptr_eq(w, n.inbox())) {
+            if n.mark() && !wake.iter().any(|w| Arc::ptr_eq(w, n.inbox())) {
                 wake.push(n.inbox().clone());
             }
         };

@@ -72,12 +72,16 @@ pub(crate) struct Notify {
 }
 
 impl Notify {
-    /// Lists the subscriber as ready; the caller wakes the thread
-    /// ([`Notify::inbox`]) once it has listed everyone.
-    pub(crate) fn mark(&self) {
-        if !self.listed.swap(true, Ordering::AcqRel) {
-            let _ = self.ready.send(self.key);
+    /// Lists the subscriber as ready; `true` if it was not listed yet, and
+    /// the caller then wakes the thread ([`Notify::inbox`]) once it has
+    /// listed everyone. Already listed, it needs no wake-up: whoever listed
+    /// it woke the thread, or the thread is waiting for its socket.
+    pub(crate) fn mark(&self) -> bool {
+        if self.listed.swap(true, Ordering::AcqRel) {
+            return false;
         }
+        let _ = self.ready.send(self.key);
+        true
     }
 
     pub(crate) fn inbox(&self) -> &Arc<Inbox> {
@@ -224,8 +228,7 @@ impl Pool {
             drop(e);
             return Err(io::Error::other("the writer pool has stopped"));
         }
-        // Keyed by the notifier's key, which the subscription also uses.
-        notify.mark();
+        // Serviced once added, whatever was listed before.
         notify.wake();
         Ok(())
     }
