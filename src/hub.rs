@@ -16,6 +16,7 @@ use crossbeam_channel::{Receiver, Sender, unbounded};
 
 use crate::event::{Event, Frame, ID_ROOM};
 use crate::metrics::Metrics;
+use crate::pool::{Inbox, Notify};
 
 /// Limits of a [`Hub`].
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -141,6 +142,9 @@ struct Subscriber {
     key: u64,
     queue: Sender<Frame>,
     evicted: Arc<AtomicBool>,
+    /// Set for a subscriber served by the writer pool: it is woken through
+    /// its pool thread, once per publish for all it serves.
+    notify: Option<Notify>,
 }
 
 impl Default for Hub {
@@ -286,6 +290,15 @@ impl Hub {
         st.history.push_back(frame.clone());
         let metrics = &self.inner.metrics;
         let queue_limit = self.inner.limits.queue;
+        let mut wake: Vec<Arc<Inbox>> = Vec::new();
+        // A subscriber the pool already has listed costs no wake-up: when
+        // its socket is full, publishing must not keep waking the thread
+        // for nothing.
+        let mut listed = |n: &Notify| {
+            if n.mark() && !wake.iter().any(|w| Arc::ptr_eq(w, n.inbox())) {
+                wake.push(n.inbox().clone());
+            }
+        };
         st.subscribers.retain(|s| {
             if s.evicted.load(Ordering::Relaxed) {
                 return false;
@@ -299,12 +312,25 @@ impl Hub {
                 if !s.evicted.swap(true, Ordering::AcqRel) {
                     metrics.subscribers_evicted.fetch_add(1, Ordering::Relaxed);
                 }
+                // Its pool thread ends the stream.
+                if let Some(n) = &s.notify {
+                    listed(n);
+                }
                 return false;
             }
             // Unbounded: an error only means the subscriber has gone.
-            s.queue.try_send(frame.clone()).is_ok()
+            let sent = s.queue.try_send(frame.clone()).is_ok();
+            if sent && let Some(n) = &s.notify {
+                listed(n);
+            }
+            sent
         });
         drop(st);
+        // After the lock: a wake-up is a syscall, and the pool thread would
+        // only contend for the lock it is still held in.
+        for w in wake {
+            w.wake();
+        }
         metrics.events_published.fetch_add(1, Ordering::Relaxed);
         Ok(id)
     }
@@ -327,6 +353,17 @@ impl Hub {
         &self,
         topics: &[S],
         last_event_id: Option<u64>,
+    ) -> Result<Subscription, SubscribeError> {
+        self.subscribe_with(topics, last_event_id, None)
+    }
+
+    /// Like [`subscribe`](Self::subscribe), for a subscriber the writer pool
+    /// serves: each publish lists it with `notify`.
+    pub(crate) fn subscribe_with<S: AsRef<str>>(
+        &self,
+        topics: &[S],
+        last_event_id: Option<u64>,
+        notify: Option<Notify>,
     ) -> Result<Subscription, SubscribeError> {
         if topics.is_empty() {
             return Err(SubscribeError::NoTopic);
@@ -359,6 +396,7 @@ impl Hub {
                 key,
                 queue: tx.clone(),
                 evicted: evicted.clone(),
+                notify: notify.clone(),
             });
         }
         replay.sort_unstable_by_key(|f| f.id());

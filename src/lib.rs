@@ -42,15 +42,23 @@
 //! - Short requests (static files, `/publish`, `/metrics`) run on a small,
 //!   bounded pool of worker threads; when it is saturated the answer is
 //!   `503`, not a queue that grows.
-//! - Each SSE stream gets a writer thread of its own with a small stack. It
-//!   blocks on a bounded crossbeam channel, and when woken drains everything
-//!   queued into one chunk: one `write` and one `flush` per wake-up, so a lone
-//!   event goes out at once and a burst costs one syscall.
+//! - An `/events` stream takes its socket over from tiny_http once the
+//!   request head is read, and is served by a small pool of writer threads
+//!   (one per core, at most 4; see [`ServerBuilder::writer_threads`]), each
+//!   owning many non-blocking sockets. A publish lists each subscriber on its
+//!   writer thread and wakes each thread at most once; the thread then
+//!   writes everything queued for each listed subscriber as one chunk, so a
+//!   lone event goes out at once and a burst costs one `write` per
+//!   subscriber.
 //! - A [`Hub`] holds topics. Publishing encodes an event once, shares the
 //!   bytes with every subscriber (an `Arc`, no copies), keeps it in the
 //!   topic's history for `Last-Event-ID` replay and `try_send`s it to each
 //!   subscriber's queue. A publisher never blocks on a subscriber: one whose
 //!   queue is full is evicted and reconnects to catch up from history.
+//!   Frames stay in that queue until the subscriber's socket has taken the
+//!   previous batch, so a client that stops reading is evicted at `queue`
+//!   frames, and one whose socket takes nothing for the write timeout is
+//!   dropped.
 //! - Custom stream routes have the shape of the classic walking skeleton: a
 //!   handler gets the request and a `Sender<Event>`, produces on a thread of
 //!   its own, and ends the stream by dropping the sender.
@@ -70,14 +78,15 @@
 //!
 //! ## What a stream costs
 //!
-//! Two threads, mostly asleep: tiny_http's connection thread and the writer
-//! (64 KiB stack); a custom route adds its producer (256 KiB stack). Stacks
-//! are reserved, not touched, so each stream holds a few tens of KiB of
-//! memory, plus its queue of at most `queue` frames, which share their bytes
-//! with every other subscriber. Each event costs one wake-up, one `write`
-//! and one `flush` per subscriber. Open streams are capped by
-//! [`ServerBuilder::max_streams`] (one more gets `503`), and the process
-//! needs a file descriptor per connection and a thread limit to match.
+//! An `/events` stream holds no thread and one file descriptor: a socket in
+//! a writer thread's poll set, its subscription, and a buffer for the batch
+//! being written, so an idle stream costs a few KiB; its queue of at most
+//! `queue` frames shares their bytes with every other subscriber. Each
+//! event costs one `write` per subscriber and one wake-up per writer
+//! thread. A custom route (and `/firehose`, `/async`) keeps a writer thread
+//! of its own (64 KiB stack) and its producer (256 KiB stack), with no
+//! tiny_http thread. Open streams are capped by
+//! [`ServerBuilder::max_streams`] (one more gets `503`).
 //!
 //! ## Trade-offs against an async server
 //!
@@ -85,9 +94,11 @@
 //! call that can be stepped through in a debugger, a handler is a plain
 //! closure on a plain thread that may block on anything, and embedding it in
 //! a synchronous program is one builder call with no `async` spreading
-//! through it. The price is a thread per stream: a few thousand open streams
-//! per process are fine, hundreds of thousands are not. For that many, an
-//! event loop (tokio with axum or hyper) is the right tool. HTTP/2 and TLS
+//! through it. Hub subscribers share a few writer threads (10,000 open
+//! `/events` streams were measured with heartbeats on time, see
+//! `docs/benchmarks.md`); custom routes, with a thread each, are for a few
+//! thousand. For hundreds of thousands, an event loop (tokio with axum or
+//! hyper) is the right tool. HTTP/2 and TLS
 //! are left to a reverse proxy in front (see `deploy/nginx.conf`), which
 //! browsers need anyway past six streams per origin.
 //!
@@ -109,6 +120,7 @@ mod files;
 mod host;
 mod hub;
 mod metrics;
+mod pool;
 mod reader;
 mod request;
 mod routes;

@@ -1,15 +1,16 @@
 //! Request handlers: streams (`/events`, `/async`, `/firehose`, custom
 //! routes) and short requests (`/publish`, `/healthz`, `/metrics`, files).
 
-use std::io::{Cursor, Read};
+use std::io::{Cursor, Read, Write};
 use std::sync::Arc;
 
 use crossbeam_channel::bounded;
-use tiny_http::{Header, Method, Request, Response};
+use tiny_http::{Header, Method, RawStreamError, Request, Response};
 
 use crate::event::{Event, Frame};
 use crate::files;
 use crate::hub::{PublishError, SubscribeError};
+use crate::pool::StreamSpec;
 use crate::request::{StreamRequest, parse_pairs};
 use crate::server::{Shared, StreamSlot, spawn_producer, spawn_stream};
 use crate::stream::{StreamEnd, StreamWriter};
@@ -112,6 +113,17 @@ fn writer_for(sh: &Shared, rq: &Request, slot: &StreamSlot) -> StreamWriter {
     w
 }
 
+/// Where a stream thread writes: the connection's own socket when tiny_http
+/// hands it over (plain TCP), so the stream holds no tiny_http thread and one
+/// descriptor; else tiny_http's writer. `None`: the client is gone.
+fn stream_out(rq: Request) -> Option<Box<dyn Write + Send>> {
+    match rq.into_raw_stream() {
+        Ok(sock) => Some(Box::new(sock)),
+        Err(RawStreamError::Unsupported(rq)) => Some(rq.into_writer()),
+        Err(RawStreamError::Lost) => None,
+    }
+}
+
 fn over_capacity(rq: Request) {
     let mut r = text(503, "too many open streams, try again later");
     if let Some(h) = header("Retry-After", "5") {
@@ -146,7 +158,11 @@ fn start_events(sh: &Arc<Shared>, rq: Request, sreq: &StreamRequest) {
         over_capacity(rq);
         return;
     };
-    let sub = match sh.hub.subscribe(&topics, last_id) {
+    let notify = sh.pool.notify();
+    let sub = match sh
+        .hub
+        .subscribe_with(&topics, last_id, Some(notify.clone()))
+    {
         Ok(s) => s,
         Err(e @ SubscribeError::TooManyTopics) => {
             let _ = rq.respond(text(429, &e.to_string()));
@@ -158,6 +174,34 @@ fn start_events(sh: &Arc<Shared>, rq: Request, sreq: &StreamRequest) {
         }
     };
     let writer = writer_for(sh, &rq, &slot).evicted_flag(sub.evicted_flag());
+    let chunked = *rq.http_version() >= (1, 1);
+    // The pool serves the stream when tiny_http hands the socket over; a
+    // thread of its own otherwise. A body still to come would be skipped
+    // while handing over, on this (the dispatcher's) thread: such a request
+    // gets a thread, which skips it.
+    let taken = if crate::server::body_still_to_read(&rq) {
+        Err(RawStreamError::Unsupported(rq))
+    } else {
+        rq.into_raw_stream()
+    };
+    let rq = match taken {
+        Ok(sock) => {
+            let spec = StreamSpec {
+                head: writer.head_bytes().into_bytes(),
+                retry: sh.config.retry,
+                chunked,
+                heartbeat: sh.config.heartbeat,
+                write_timeout: sh.write_timeout,
+                frames_written: sh.metrics.frames_written.clone(),
+            };
+            if let Err(e) = sh.pool.add(&notify, sock, sub, spec, slot) {
+                log::error!("cannot hand a stream to the writer pool: {e}");
+            }
+            return;
+        }
+        Err(RawStreamError::Unsupported(rq)) => rq,
+        Err(RawStreamError::Lost) => return,
+    };
     let spawned = spawn_stream(slot, move || {
         let prelude = sub.prelude();
         let rx = sub.receiver().clone();
@@ -189,8 +233,10 @@ fn start_custom(
         return;
     }
     let spawned = spawn_stream(slot, move || {
-        let end = writer.run(rq.into_writer(), rx);
-        log_end(&path, &end);
+        if let Some(out) = stream_out(rq) {
+            let end = writer.run(out, rx);
+            log_end(&path, &end);
+        }
     });
     if let Err(e) = spawned {
         log::error!("cannot start a stream thread: {e}");
@@ -236,8 +282,10 @@ fn start_firehose(sh: &Arc<Shared>, rq: Request, sreq: &StreamRequest) {
     }
     let writer = writer_for(sh, &rq, &slot);
     let spawned = spawn_stream(slot, move || {
-        let end = writer.run(rq.into_writer(), rx);
-        log_end("/firehose", &end);
+        if let Some(out) = stream_out(rq) {
+            let end = writer.run(out, rx);
+            log_end("/firehose", &end);
+        }
     });
     if let Err(e) = spawned {
         log::error!("cannot start a stream thread: {e}");

@@ -1,6 +1,6 @@
 //! The server: a builder, the listener (socket2, handed to tiny_http), the
-//! dispatcher, a bounded pool for short requests, a thread per stream, and
-//! graceful shutdown.
+//! dispatcher, a bounded pool for short requests, the writer pool for
+//! `/events`, a thread per custom stream, and graceful shutdown.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -18,6 +18,7 @@ use socket2::{Domain, Protocol, SockAddr, Socket, TcpKeepalive, Type};
 use crate::event::Event;
 use crate::hub::{Hub, HubLimits};
 use crate::metrics::Metrics;
+use crate::pool::Pool;
 use crate::request::StreamRequest;
 use crate::routes;
 
@@ -29,6 +30,9 @@ pub type StreamHandler = dyn Fn(&StreamRequest, Sender<Event>) + Send + Sync + '
 /// Stack for a stream's writer thread: it only moves bytes from a channel to
 /// a socket, so it needs little, and thousands of streams add up.
 pub(crate) const STREAM_STACK: usize = 64 * 1024;
+/// Writer pool threads at most: one per core, as each is busy only while
+/// it writes.
+const MAX_POOL_THREADS: usize = 4;
 /// Stack for a custom route's producer thread: user code, so more room.
 const PRODUCER_STACK: usize = 256 * 1024;
 
@@ -46,6 +50,10 @@ pub(crate) struct Shared {
     pub(crate) body_readers: std::sync::atomic::AtomicUsize,
     /// The open streams; `None` once shutdown has begun.
     pub(crate) streams: Mutex<Option<OpenStreams>>,
+    /// The threads that write `/events` streams.
+    pub(crate) pool: Pool,
+    /// How long a stream's socket may take nothing before it is dropped.
+    pub(crate) write_timeout: Option<Duration>,
 }
 
 /// Every open stream's own stop signal. One shared shutdown channel would be
@@ -102,6 +110,7 @@ pub struct ServerBuilder {
     write_timeout: Option<Duration>,
     head_timeout: Option<Duration>,
     max_connections: Option<usize>,
+    writer_threads: Option<usize>,
     routes: HashMap<String, Arc<StreamHandler>>,
 }
 
@@ -153,6 +162,7 @@ impl Default for ServerBuilder {
             write_timeout: Some(Duration::from_secs(5)),
             head_timeout: Some(Duration::from_secs(10)),
             max_connections: None,
+            writer_threads: None,
             routes: HashMap::new(),
         }
     }
@@ -292,9 +302,17 @@ impl ServerBuilder {
         "header_timeout(Some(std::time::Duration::from_secs(10)))"
     );
     setter!(
-        /// Connections held at once (streams, short requests, and connections
-        /// still sending a request head); at the cap, new ones wait in the
-        /// listen backlog. `None` means `max_streams + 512`.
+        /// Threads that write `/events` streams, each serving many of them over
+        /// non-blocking sockets; at least 1. By default one per core, at most 4.
+        writer_threads, usize, |s, v| s.writer_threads = Some(v.max(1)), "writer_threads(2)"
+    );
+    setter!(
+        /// Connections held by tiny_http at once (short requests, connections
+        /// still sending a request head, and streams it could not hand over);
+        /// at the cap, new ones wait in the listen backlog. A stream holds no
+        /// connection slot once its socket is handed over (plain TCP): those
+        /// are capped by [`max_streams`](Self::max_streams). `None` means
+        /// `max_streams + 512`.
         max_connections, Option<usize>, |s, v| s.max_connections = v,
         "max_connections(Some(2048))"
     );
@@ -391,6 +409,17 @@ impl ServerBuilder {
                 .entry("/async".to_string())
                 .or_insert_with(|| Arc::new(crate::demo::async_route));
         }
+        let pool_threads = self.writer_threads.unwrap_or_else(|| {
+            thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1)
+                .min(MAX_POOL_THREADS)
+        });
+        let (pool, pool_handles) = Pool::start(pool_threads)
+            .map_err(|e| StartError::Http(format!("cannot start the writer pool: {e}")))?;
+        // Not joined: each ends once its streams have, and join() waits for
+        // the streams themselves.
+        drop(pool_handles);
         let shared = Arc::new(Shared {
             config: self.settings,
             hub: hub.clone(),
@@ -404,6 +433,8 @@ impl ServerBuilder {
                 stops: HashMap::new(),
                 next_key: 0,
             })),
+            pool,
+            write_timeout: self.write_timeout,
         });
 
         let mut threads = Vec::new();
@@ -524,7 +555,7 @@ const BODY_READERS: usize = 64;
 /// Whether the body is still on the socket: tiny_http reads bodies of up to
 /// 1 KiB (without `Expect`) before handing the request over; anything else
 /// is read by the handler, as slowly as the client sends it.
-fn body_still_to_read(rq: &tiny_http::Request) -> bool {
+pub(crate) fn body_still_to_read(rq: &tiny_http::Request) -> bool {
     let has = |name: &str| {
         rq.headers()
             .iter()
@@ -715,6 +746,7 @@ impl ServerHandle {
                 .unwrap_or_else(|p| p.into_inner())
                 .take(),
         );
+        self.shared.pool.stop();
         // Dropping every stop sender ends every open stream.
         drop(
             self.shared

@@ -298,7 +298,7 @@ impl StreamWriter {
         Ok(end)
     }
 
-    fn head_bytes(&self) -> String {
+    pub(crate) fn head_bytes(&self) -> String {
         let mut head = String::from(
             "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n\
              Cache-Control: no-cache\r\nX-Accel-Buffering: no\r\n",

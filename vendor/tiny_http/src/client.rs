@@ -41,9 +41,20 @@ pub struct ClientConnection {
     // limits on reading a request head
     limits: HeadLimits,
 
-    // tells when the response to the previous request is done (true: writing
-    // it failed, so the connection is dead)
-    previous_response: Option<mpsc::Receiver<bool>>,
+    // tells when the response to the previous request is done, or that its
+    // handler takes the connection over
+    previous_response: Option<mpsc::Receiver<Done>>,
+}
+
+/// What the connection thread hears about the response to its last request.
+pub(crate) enum Done {
+    /// The response's writer was dropped; `failed`: a write to it failed,
+    /// so the connection is dead.
+    Complete { failed: bool },
+    /// The handler takes the socket over (`Request::into_raw_stream`): the
+    /// connection thread sends it the socket once the request's reader and
+    /// writer are dropped, and ends.
+    Detach(mpsc::SyncSender<Option<std::net::TcpStream>>),
 }
 
 /// Limits on reading a request head (see `ConnectionLimits`).
@@ -58,7 +69,7 @@ pub(crate) struct HeadLimits {
 struct TrackedWriter<W: Write> {
     inner: W,
     failed: bool,
-    done: mpsc::Sender<bool>,
+    done: mpsc::Sender<Done>,
 }
 
 impl<W: Write> Write for TrackedWriter<W> {
@@ -77,7 +88,9 @@ impl<W: Write> Write for TrackedWriter<W> {
 
 impl<W: Write> Drop for TrackedWriter<W> {
     fn drop(&mut self) {
-        let _ = self.done.send(self.failed);
+        let _ = self.done.send(Done::Complete {
+            failed: self.failed,
+        });
     }
 }
 
@@ -245,6 +258,8 @@ impl ClientConnection {
 
         // building the writer for the request
         let (done, previous_response) = mpsc::channel();
+        // Only a plain TCP connection can be handed over to the handler.
+        let detach = (!self.secure && self.sink_is_tcp()).then(|| done.clone());
         let writer = TrackedWriter {
             inner: self.sink.next().unwrap(),
             failed: false,
@@ -279,7 +294,45 @@ impl ClientConnection {
         })?;
 
         // return the request
-        Ok(request)
+        Ok(request.with_detach(detach))
+    }
+
+    fn sink_is_tcp(&self) -> bool {
+        self.sink
+            .peek(|w| w.get_ref().is_tcp())
+            .unwrap_or(false)
+    }
+
+    /// Hands the socket to a handler that called `Request::into_raw_stream`.
+    /// It drops the request's reader and then its writer right after asking,
+    /// so the next message (or the channel closing) says both are gone.
+    fn detach(
+        &mut self,
+        previous: mpsc::Receiver<Done>,
+        reply: mpsc::SyncSender<Option<std::net::TcpStream>>,
+    ) {
+        let _ = previous.recv();
+        // Bytes read past the head (a pipelined request) are dropped with
+        // the read half; its descriptor is a duplicate, closed here so the
+        // socket costs one descriptor from now on.
+        let fresh = self.source.next();
+        let old = match fresh {
+            Some(fresh) => std::mem::replace(&mut self.next_header_source, fresh),
+            None => {
+                let _ = reply.send(None);
+                return;
+            }
+        };
+        if let Some(read_half) = old.into_inner() {
+            read_half.into_inner().disarm();
+        }
+        let socket = self.sink.take_inner().and_then(|w| {
+            // Nothing was written through it: the handler took the
+            // connection before responding.
+            let (w, _) = w.into_parts();
+            w.into_tcp()
+        });
+        let _ = reply.send(socket);
     }
 }
 
@@ -300,7 +353,11 @@ impl Iterator for ClientConnection {
         if let Some(previous) = self.previous_response.take() {
             let r = previous.recv();
             match r {
-                Ok(false) => {}
+                Ok(Done::Complete { failed: false }) => {}
+                Ok(Done::Detach(reply)) => {
+                    self.detach(previous, reply);
+                    return None;
+                }
                 // writing failed: the peer is gone or stuck, so close
                 _ => return None,
             }

@@ -74,6 +74,20 @@ pub struct Request {
 
     // If Some, a message must be sent after responding
     notify_when_responded: Option<Sender<()>>,
+
+    // If Some, the connection can be handed over (`into_raw_stream`)
+    detach: Option<Sender<crate::client::Done>>,
+}
+
+/// Why [`Request::into_raw_stream`] did not hand the connection over.
+#[derive(Debug)]
+pub enum RawStreamError {
+    /// Not a plain TCP connection (TLS, a Unix socket, a test request), or
+    /// the response was already started: the request comes back untouched.
+    Unsupported(Request),
+    /// The connection went away while being handed over; the request is
+    /// gone (nothing was sent to the client).
+    Lost,
 }
 
 struct NotifyOnDrop<R> {
@@ -238,6 +252,7 @@ where
         body_length: content_length,
         must_send_continue: expects_continue,
         notify_when_responded: None,
+        detach: None,
     })
 }
 
@@ -467,6 +482,40 @@ impl Request {
             ErrorKind::ConnectionReset => Ok(()),
             _ => Err(err),
         })
+    }
+
+    pub(crate) fn with_detach(mut self, detach: Option<Sender<crate::client::Done>>) -> Self {
+        self.detach = detach;
+        self
+    }
+
+    /// Takes the connection over: returns its socket, after the request
+    /// head (anything the client sent after the head is dropped), and the
+    /// connection's thread ends at once, releasing its slot under
+    /// `ConnectionLimits::max_connections`. The socket is this server's no
+    /// more: the caller writes the whole response (status line included)
+    /// and closes it. Its options (timeouts, keepalive) are as accepted.
+    ///
+    /// Only for a plain TCP connection whose response was not started.
+    pub fn into_raw_stream(mut self) -> Result<std::net::TcpStream, RawStreamError> {
+        if self.response_writer.is_none() || self.notify_when_responded.is_some() {
+            return Err(RawStreamError::Unsupported(self));
+        }
+        let detach = match self.detach.take() {
+            Some(d) => d,
+            None => return Err(RawStreamError::Unsupported(self)),
+        };
+        let (reply, socket) = std::sync::mpsc::sync_channel(1);
+        if detach.send(crate::client::Done::Detach(reply)).is_err() {
+            // The connection thread is gone; the request is as it was.
+            return Err(RawStreamError::Unsupported(self));
+        }
+        drop(detach);
+        // The connection thread takes the socket once both are gone; the
+        // reader first, as it waits for the writer's drop message.
+        self.data_reader = None;
+        self.response_writer = None;
+        socket.recv().ok().flatten().ok_or(RawStreamError::Lost)
     }
 
     pub(crate) fn with_notify_sender(mut self, sender: Sender<()>) -> Self {

@@ -93,7 +93,8 @@ impl Write for Stream {
 }
 
 pub struct RefinedTcpStream {
-    stream: Stream,
+    // `None` only once taken out by `into_tcp` (see PATCHES.md, 10).
+    stream: Option<Stream>,
     close_read: bool,
     close_write: bool,
 }
@@ -117,13 +118,13 @@ impl RefinedTcpStream {
         let write = stream;
 
         let read = RefinedTcpStream {
-            stream: read,
+            stream: Some(read),
             close_read: true,
             close_write: false,
         };
 
         let write = RefinedTcpStream {
-            stream: write,
+            stream: Some(write),
             close_read: false,
             close_write: true,
         };
@@ -131,46 +132,87 @@ impl RefinedTcpStream {
         Ok((read, write))
     }
 
+    fn stream(&self) -> IoResult<&Stream> {
+        self.stream.as_ref().ok_or_else(taken)
+    }
+
+    fn stream_mut(&mut self) -> IoResult<&mut Stream> {
+        self.stream.as_mut().ok_or_else(taken)
+    }
+
     /// How long one read may wait (SO_RCVTIMEO); `None`: forever.
     pub(crate) fn set_read_timeout(&self, t: Option<std::time::Duration>) -> IoResult<()> {
-        self.stream.set_read_timeout(t)
+        self.stream()?.set_read_timeout(t)
     }
 
     /// Returns true if this struct wraps around a secure connection.
     #[inline]
     pub(crate) fn secure(&self) -> bool {
-        self.stream.secure()
+        self.stream.as_ref().is_some_and(Stream::secure)
+    }
+
+    /// Whether `into_tcp` can hand out this connection's socket.
+    pub(crate) fn is_tcp(&self) -> bool {
+        matches!(self.stream, Some(Stream::Http(Connection::Tcp(_))))
     }
 
     pub(crate) fn peer_addr(&mut self) -> IoResult<Option<SocketAddr>> {
-        self.stream.peer_addr()
+        self.stream_mut()?.peer_addr()
     }
+
+    /// The plain TCP socket, for a handler that takes the connection over.
+    /// Neither half is shut down: dropping the other half only closes its
+    /// duplicate descriptor, and the socket lives on in the returned stream.
+    pub(crate) fn into_tcp(mut self) -> Option<std::net::TcpStream> {
+        self.close_read = false;
+        self.close_write = false;
+        match self.stream.take() {
+            Some(Stream::Http(Connection::Tcp(s))) => Some(s),
+            _ => None,
+        }
+    }
+
+    /// Drops this half without shutting the socket down (see `into_tcp`).
+    pub(crate) fn disarm(mut self) {
+        self.close_read = false;
+        self.close_write = false;
+    }
+}
+
+fn taken() -> std::io::Error {
+    std::io::Error::new(
+        std::io::ErrorKind::NotConnected,
+        "the connection was handed over",
+    )
 }
 
 impl Drop for RefinedTcpStream {
     fn drop(&mut self) {
+        let Some(stream) = self.stream.as_mut() else {
+            return;
+        };
         if self.close_read {
-            self.stream.shutdown(Shutdown::Read).ok();
+            stream.shutdown(Shutdown::Read).ok();
         }
 
         if self.close_write {
-            self.stream.shutdown(Shutdown::Write).ok();
+            stream.shutdown(Shutdown::Write).ok();
         }
     }
 }
 
 impl Read for RefinedTcpStream {
     fn read(&mut self, buf: &mut [u8]) -> IoResult<usize> {
-        self.stream.read(buf)
+        self.stream_mut()?.read(buf)
     }
 }
 
 impl Write for RefinedTcpStream {
     fn write(&mut self, buf: &[u8]) -> IoResult<usize> {
-        self.stream.write(buf)
+        self.stream_mut()?.write(buf)
     }
 
     fn flush(&mut self) -> IoResult<()> {
-        self.stream.flush()
+        self.stream_mut()?.flush()
     }
 }

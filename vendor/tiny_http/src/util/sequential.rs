@@ -43,7 +43,8 @@ pub struct SequentialWriterBuilder<W>
 where
     W: Write + Send,
 {
-    writer: Arc<Mutex<W>>,
+    // `None` once taken by `take_inner`: writes then fail.
+    writer: Arc<Mutex<Option<W>>>,
     next_trigger: Option<Receiver<()>>,
 }
 
@@ -52,7 +53,7 @@ where
     W: Write + Send,
 {
     trigger: Option<Receiver<()>>,
-    writer: Arc<Mutex<W>>,
+    writer: Arc<Mutex<Option<W>>>,
     on_finish: Sender<()>,
 }
 
@@ -67,10 +68,32 @@ impl<R: Read + Send> SequentialReaderBuilder<R> {
 impl<W: Write + Send> SequentialWriterBuilder<W> {
     pub fn new(writer: W) -> SequentialWriterBuilder<W> {
         SequentialWriterBuilder {
-            writer: Arc::new(Mutex::new(writer)),
+            writer: Arc::new(Mutex::new(Some(writer))),
             next_trigger: None,
         }
     }
+
+    /// Looks at the underlying writer, if it is still there.
+    pub fn peek<T>(&self, f: impl FnOnce(&W) -> T) -> Option<T> {
+        self.writer
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .map(f)
+    }
+
+    /// Takes the underlying writer out; every writer built from this one
+    /// fails from then on.
+    pub fn take_inner(&self) -> Option<W> {
+        self.writer.lock().unwrap_or_else(|p| p.into_inner()).take()
+    }
+}
+
+fn taken() -> std::io::Error {
+    std::io::Error::new(
+        std::io::ErrorKind::NotConnected,
+        "the connection was handed over",
+    )
 }
 
 impl<R: Read + Send> Iterator for SequentialReaderBuilder<R> {
@@ -111,6 +134,16 @@ impl<W: Write + Send> Iterator for SequentialWriterBuilder<W> {
 }
 
 impl<R: Read + Send> SequentialReader<R> {
+    /// The underlying reader, taken out (waits for its turn); `None` if the
+    /// previous reader vanished without handing it over.
+    pub fn into_inner(mut self) -> Option<R> {
+        match mem::replace(&mut self.inner, SequentialReaderInner::Empty) {
+            SequentialReaderInner::MyTurn(reader) => Some(reader),
+            SequentialReaderInner::Waiting(recv) => recv.recv().ok(),
+            SequentialReaderInner::Empty => None,
+        }
+    }
+
     /// The underlying reader once it is this reader's turn (waits for it);
     /// `None` if the previous reader vanished without handing it over.
     pub fn inner_mut(&mut self) -> Option<&mut R> {
@@ -146,7 +179,10 @@ impl<W: Write + Send> Write for SequentialWriter<W> {
         }
         self.trigger = None;
 
-        self.writer.lock().unwrap().write(buf)
+        match self.writer.lock().unwrap().as_mut() {
+            Some(w) => w.write(buf),
+            None => Err(taken()),
+        }
     }
 
     fn flush(&mut self) -> IoResult<()> {
@@ -155,7 +191,10 @@ impl<W: Write + Send> Write for SequentialWriter<W> {
         }
         self.trigger = None;
 
-        self.writer.lock().unwrap().flush()
+        match self.writer.lock().unwrap().as_mut() {
+            Some(w) => w.flush(),
+            None => Err(taken()),
+        }
     }
 }
 
@@ -170,9 +209,12 @@ where
             SequentialReaderInner::MyTurn(reader) => {
                 self.next.send(reader).ok();
             }
+            // The previous reader may have been taken out by `into_inner`
+            // (a connection handed over): nothing to pass on then.
             SequentialReaderInner::Waiting(recv) => {
-                let reader = recv.recv().unwrap();
-                self.next.send(reader).ok();
+                if let Ok(reader) = recv.recv() {
+                    self.next.send(reader).ok();
+                }
             }
             SequentialReaderInner::Empty => (),
         }
