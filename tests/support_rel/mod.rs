@@ -143,9 +143,12 @@ pub fn connect(addr: SocketAddr) -> TcpStream {
 }
 
 /// Sends `raw` on a fresh connection and reads until the server closes or
-/// `limit` passes: (status, the whole answer). Status 0: closed without an answer.
+/// `limit` passes: (status, the whole answer). Status 0: closed without an
+/// answer, or refused (a server shutting down closes its listener first).
 pub fn exchange(addr: SocketAddr, raw: &[u8], limit: Duration) -> (u16, Vec<u8>) {
-    let mut s = connect(addr);
+    let Ok(mut s) = TcpStream::connect_timeout(&addr, Duration::from_secs(5)) else {
+        return (0, Vec::new());
+    };
     s.set_read_timeout(Some(limit)).expect("timeout");
     let _ = s.write_all(raw);
     let mut out = Vec::new();
