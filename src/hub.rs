@@ -122,6 +122,10 @@ struct Inner {
     first_id: u64,
     next_id: AtomicU64,
     next_sub: AtomicU64,
+    /// Held while an id is taken and handed to subscribers of more than one
+    /// topic, so that their queues get ids in order across topics; publishes
+    /// to a topic without such subscribers never take it.
+    across_topics: Mutex<()>,
     topics: RwLock<HashMap<String, Arc<Topic>>>,
     metrics: Arc<Metrics>,
 }
@@ -136,12 +140,16 @@ struct TopicState {
     /// The largest id that has left the history (0 when none has).
     dropped_upto: u64,
     subscribers: Vec<Subscriber>,
+    /// How many of `subscribers` also listen to other topics.
+    multi_topic: usize,
 }
 
 struct Subscriber {
     key: u64,
     queue: Sender<Frame>,
     evicted: Arc<AtomicBool>,
+    /// Subscribed to more than one topic (see `Inner::across_topics`).
+    multi_topic: bool,
     /// Set for a subscriber served by the writer pool: it is woken through
     /// its pool thread, once per publish for all it serves.
     notify: Option<Notify>,
@@ -206,6 +214,7 @@ impl Hub {
                 first_id: now_us,
                 next_id: AtomicU64::new(now_us),
                 next_sub: AtomicU64::new(0),
+                across_topics: Mutex::new(()),
                 topics: RwLock::new(HashMap::new()),
                 metrics,
             }),
@@ -280,6 +289,16 @@ impl Hub {
         let bytes: Arc<[u8]> = bytes.into();
 
         let mut st = lock(&topic);
+        // Per topic, its lock orders ids and deliveries. A subscriber to
+        // several topics also needs publishers to different topics kept in
+        // step, or it could get id 7 after id 8 and, reconnecting from 8,
+        // never see 7. Lock order: a topic, then this; never the reverse.
+        let in_step = (st.multi_topic > 0).then(|| {
+            self.inner
+                .across_topics
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+        });
         let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
         let frame = Frame::with_reserved_id(bytes, id);
         if st.history.len() >= self.inner.limits.history
@@ -299,7 +318,7 @@ impl Hub {
                 wake.push(n.inbox().clone());
             }
         };
-        st.subscribers.retain(|s| {
+        let mut deliver = |s: &Subscriber| -> bool {
             if s.evicted.load(Ordering::Relaxed) {
                 return false;
             }
@@ -324,8 +343,19 @@ impl Hub {
                 listed(n);
             }
             sent
+        };
+        let mut gone_multi = 0;
+        st.subscribers.retain(|s| {
+            let keep = deliver(s);
+            if !keep && s.multi_topic {
+                gone_multi += 1;
+            }
+            keep
         });
+        st.multi_topic -= gone_multi;
+        drop(in_step);
         drop(st);
+
         // After the lock: a wake-up is a syscall, and the pool thread would
         // only contend for the lock it is still held in.
         for w in wake {
@@ -384,8 +414,12 @@ impl Hub {
         let key = self.inner.next_sub.fetch_add(1, Ordering::Relaxed);
         let mut replay = Vec::new();
         let mut gap = false;
-        for t in &handles {
-            let mut st = lock(t);
+        let multi_topic = handles.len() > 1;
+        // Every topic locked at once (in name order, so two subscribers never
+        // wait on each other): no publish to any of them can fall between
+        // the replay snapshot of one and the registration in another.
+        let mut states: Vec<_> = handles.iter().map(|t| lock(t)).collect();
+        for st in &mut states {
             if let Some(last) = last_event_id {
                 replay.extend(st.history.iter().filter(|f| f.id() > last).cloned());
                 // Events after `last` exist that we no longer hold: those that
@@ -396,9 +430,12 @@ impl Hub {
                 key,
                 queue: tx.clone(),
                 evicted: evicted.clone(),
+                multi_topic,
                 notify: notify.clone(),
             });
+            st.multi_topic += usize::from(multi_topic);
         }
+        drop(states);
         replay.sort_unstable_by_key(|f| f.id());
         let gap = match last_event_id {
             Some(last) if gap => Some(gap_frame(last, replay.first().map(|f| f.id()))),
@@ -469,7 +506,14 @@ impl Subscription {
 impl Drop for Subscription {
     fn drop(&mut self) {
         for t in &self.topics {
-            lock(t).subscribers.retain(|s| s.key != self.key);
+            let mut st = lock(t);
+            let mut gone_multi = 0;
+            st.subscribers.retain(|s| {
+                let mine = s.key == self.key;
+                gone_multi += usize::from(mine && s.multi_topic);
+                !mine
+            });
+            st.multi_topic -= gone_multi;
         }
     }
 }
@@ -548,6 +592,7 @@ mod tests {
         for name in ["a", "b"] {
             let t = hub.topic(name).unwrap();
             assert!(lock(&t).subscribers.is_empty());
+            assert_eq!(lock(&t).multi_topic, 0);
         }
     }
 
@@ -581,5 +626,45 @@ mod tests {
             hub.subscribe::<&str>(&[], None).unwrap_err(),
             SubscribeError::NoTopic
         );
+    }
+}
+
+#[cfg(test)]
+mod ordering_tests {
+    use super::*;
+
+    /// Publishers racing on two topics: a subscriber to both must still get
+    /// strictly increasing ids, or a reconnect with the larger id would skip
+    /// the smaller one for good.
+    #[test]
+    fn a_multi_topic_subscriber_gets_ids_in_order() {
+        let hub = Hub::with_limits(HubLimits {
+            history: 100_000,
+            queue: 1_000_000,
+            max_topics: 10,
+        });
+        for round in 0..20 {
+            let sub = hub.subscribe(&["a", "b"], None).unwrap();
+            let publishers: Vec<_> = ["a", "b", "a", "b"]
+                .into_iter()
+                .map(|t| {
+                    let hub = hub.clone();
+                    std::thread::spawn(move || {
+                        for _ in 0..2_000 {
+                            hub.publish(t, &Event::data("x")).unwrap();
+                        }
+                    })
+                })
+                .collect();
+            for p in publishers {
+                p.join().unwrap();
+            }
+            let ids: Vec<u64> = sub.receiver().try_iter().map(|f| f.id()).collect();
+            assert_eq!(ids.len(), 8_000, "round {round}");
+            assert!(
+                ids.windows(2).all(|w| w[0] < w[1]),
+                "round {round}: ids out of order"
+            );
+        }
     }
 }
