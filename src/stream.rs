@@ -208,9 +208,6 @@ impl StreamWriter {
             }
         }
         self.send(out, &mut batch)?;
-        // With no retry and no replay nothing was sent yet: the head must
-        // still go out now, not with the first event or heartbeat.
-        out.flush()?;
 
         let no_shutdown = never();
         let shutdown = self.shutdown.as_ref().unwrap_or(&no_shutdown);
@@ -227,15 +224,7 @@ impl StreamWriter {
                         first.encode_into(batch.body());
                         batch.frames += 1;
                         // Whatever queued up meanwhile goes out in the same write.
-                        while batch.len() < BATCH_BYTES {
-                            match frames.try_recv() {
-                                Ok(f) => {
-                                    f.encode_into(batch.body());
-                                    batch.frames += 1;
-                                }
-                                Err(_) => break,
-                            }
-                        }
+                        batch.drain(frames);
                         if self.is_evicted() {
                             return self.finish(out, StreamEnd::Evicted);
                         }
@@ -247,15 +236,7 @@ impl StreamWriter {
                 recv(shutdown) -> _ => {
                     // select! picks at random among ready arms: frames
                     // already queued were accepted, so they go out first.
-                    while batch.len() < BATCH_BYTES {
-                        match frames.try_recv() {
-                            Ok(f) => {
-                                f.encode_into(batch.body());
-                                batch.frames += 1;
-                            }
-                            Err(_) => break,
-                        }
-                    }
+                    batch.drain(frames);
                     self.send(out, &mut batch)?;
                     return self.finish(out, StreamEnd::Shutdown);
                 }
@@ -339,6 +320,19 @@ impl Batch {
             buf,
             chunked,
             frames: 0,
+        }
+    }
+
+    /// Adds what is queued, without waiting, up to a batch's worth.
+    fn drain<T: Encode>(&mut self, frames: &Receiver<T>) {
+        while self.len() < BATCH_BYTES {
+            match frames.try_recv() {
+                Ok(f) => {
+                    f.encode_into(&mut self.buf);
+                    self.frames += 1;
+                }
+                Err(_) => break,
+            }
         }
     }
 
