@@ -26,6 +26,8 @@ use crate::server::StreamSlot;
 
 /// Bytes gathered from a subscriber's queue into one chunk.
 const BATCH_BYTES: usize = 64 * 1024;
+/// A stream's output buffer kept through an idle heartbeat period.
+const IDLE_BUFFER: usize = 8 * 1024;
 /// Batches written to one stream before the others get their turn.
 const TURN_BATCHES: usize = 4;
 /// How often streams that cannot be written are checked against the
@@ -428,9 +430,10 @@ impl Conn {
         if self.out.is_empty() && !self.ending {
             push_chunk(&mut self.out, b": keep-alive\n\n", self.chunked);
             self.out_frames = 1;
-            if self.out.capacity() > 4 * BATCH_BYTES {
-                // An idle stream gives back what a burst made it hold.
-                self.out.shrink_to(1024);
+            if self.out.capacity() > IDLE_BUFFER {
+                // A stream idle for a whole heartbeat period gives back what
+                // a burst made it hold: up to a batch, times every stream.
+                self.out.shrink_to(IDLE_BUFFER / 8);
             }
             self.flush(now)?;
         }

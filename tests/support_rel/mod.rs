@@ -206,13 +206,28 @@ pub fn metric(addr: SocketAddr, name: &str) -> Option<u64> {
 }
 
 pub fn publish(addr: SocketAddr, topic: &str, data: &str) -> u16 {
+    exchange(addr, &publish_request(topic, data), Duration::from_secs(5)).0
+}
+
+fn publish_request(topic: &str, data: &str) -> Vec<u8> {
     let body = format!("{{\"topic\":\"{topic}\",\"data\":\"{data}\"}}");
-    let req = format!(
+    format!(
         "POST /publish HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\
          Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
         body.len()
-    );
-    exchange(addr, req.as_bytes(), Duration::from_secs(5)).0
+    )
+    .into_bytes()
+}
+
+/// Like `publish`, for a server that may have exited: `None` when the
+/// connection is refused.
+pub fn try_publish(addr: SocketAddr, topic: &str, data: &str) -> Option<u16> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    let _ = s.write_all(&publish_request(topic, data));
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    Some(status_of(&out))
 }
 
 /// Opens `GET path` and reads the response head; the stream is left for
