@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use support_rel::{Bin, metric, open_stream, read_until, try_publish, wait_until};
+use support_rel::{Bin, metric, open_stream, publish, read_until, wait_until};
 
 #[test]
 fn sigterm_ends_a_thousand_streams_and_exits_zero_in_time() {
@@ -35,7 +35,7 @@ fn sigterm_ends_a_thousand_streams_and_exits_zero_in_time() {
                 // Shutting down: a 503, no answer, or (once the process
                 // has exited, which takes well under 2 s with the writer
                 // pool) a refused connection.
-                if try_publish(addr, &format!("t{}", n % 10), "tick") != Some(200) {
+                if publish(addr, &format!("t{}", n % 10), "tick") != 200 {
                     break;
                 }
                 n += 1;

@@ -219,17 +219,6 @@ fn publish_request(topic: &str, data: &str) -> Vec<u8> {
     .into_bytes()
 }
 
-/// Like `publish`, for a server that may have exited: `None` when the
-/// connection is refused.
-pub fn try_publish(addr: SocketAddr, topic: &str, data: &str) -> Option<u16> {
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    let _ = s.write_all(&publish_request(topic, data));
-    let mut out = Vec::new();
-    let _ = s.read_to_end(&mut out);
-    Some(status_of(&out))
-}
-
 /// Opens `GET path` and reads the response head; the stream is left for
 /// the caller (its read timeout is 5 s).
 pub fn open_stream(addr: SocketAddr, path: &str) -> std::io::Result<TcpStream> {
