@@ -24,8 +24,10 @@ fn have_systemd_analyze() -> bool {
 
 /// The unit in a temp dir, with ExecStart pointing at the binary just built
 /// (verify refuses a unit whose command does not exist).
-fn unit_in_temp_dir() -> (std::path::PathBuf, std::path::PathBuf) {
-    let dir = std::env::temp_dir().join(format!("tinysse-systemd-{}", std::process::id()));
+/// Each test gets its own directory: they run in parallel and each removes
+/// its own when done.
+fn unit_in_temp_dir(test: &str) -> (std::path::PathBuf, std::path::PathBuf) {
+    let dir = std::env::temp_dir().join(format!("tinysse-systemd-{test}-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("create temp dir");
     let text = unit_text();
     assert!(
@@ -78,7 +80,7 @@ fn systemd_analyze_verify_accepts_the_unit() {
     if !have_systemd_analyze() {
         return;
     }
-    let (dir, path) = unit_in_temp_dir();
+    let (dir, path) = unit_in_temp_dir("verify");
     let out = Command::new("systemd-analyze")
         .arg("verify")
         .arg(&path)
@@ -99,7 +101,7 @@ fn systemd_analyze_security_rates_the_unit_ok() {
     if !have_systemd_analyze() {
         return;
     }
-    let (dir, path) = unit_in_temp_dir();
+    let (dir, path) = unit_in_temp_dir("security");
     let out = Command::new("systemd-analyze")
         .args(["security", "--offline=true", "--no-pager"])
         .arg(&path)
