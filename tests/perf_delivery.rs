@@ -1,9 +1,32 @@
 //! What the throughput work must never trade away: every event arrives,
 //! in order, and a lone event is flushed without waiting for company.
 
-mod support_perf;
+mod common;
 
-use support_perf::{connect, publish, server};
+use common::{builder, publish_ok, sse};
+use tinysse::{EventStream, ServerHandle};
+
+/// A server with the firehose on and a queue deep enough for bursts.
+fn server(queue: usize) -> ServerHandle {
+    builder()
+        .firehose(true)
+        .queue(queue)
+        .history(16)
+        .start()
+        .expect("server starts")
+}
+
+/// An open stream (with the common read timeout) that answered 200.
+fn connect(addr: std::net::SocketAddr, target: &str) -> EventStream {
+    let s = sse(addr, target, &[]);
+    assert_eq!(s.status(), 200, "{target}");
+    s
+}
+
+/// Publishes `data` as text over HTTP; the event's id.
+fn publish(addr: std::net::SocketAddr, topic: &str, data: &str) -> u64 {
+    publish_ok(addr, topic, &serde_json::json!(data))
+}
 use tinysse::Event;
 
 #[test]
