@@ -3,8 +3,11 @@
 //! Each topic has its own lock, held while an id is taken, the frame is
 //! appended to history and handed to every subscriber's queue with
 //! `try_send`: that one step is what keeps replay and live delivery free of
-//! gaps and duplicates. Publishers to different topics never wait on each
-//! other, and no publisher ever waits on a subscriber: a full queue evicts it.
+//! gaps and duplicates. Publishers to different topics do not wait on each
+//! other, with one exception: while someone is subscribed to several topics
+//! at once, publishers to those topics also take one shared lock for that
+//! step, so the subscriber's ids arrive in order across its topics. No
+//! publisher ever waits on a subscriber: a full queue evicts it.
 
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
