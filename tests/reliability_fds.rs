@@ -19,9 +19,10 @@ fn descriptor_exhaustion_is_survived() {
     }
     let mut cmd = Command::new("prlimit");
     cmd.args(["--nofile=64:64", env!("CARGO_BIN_EXE_tinysse")]);
-    let mut bin = Bin::start_with(
+    let mut bin = Bin::start_cmd(
         cmd,
         &["--addr", "127.0.0.1:0", "--no-demo", "--heartbeat", "1"],
+        &[],
     );
     let addr = bin.addr;
 

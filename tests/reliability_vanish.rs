@@ -53,9 +53,10 @@ fn vanished_client_is_released() {
 
     let mut cmd = Command::new("ip");
     cmd.args(["netns", "exec", &name, env!("CARGO_BIN_EXE_tinysse")]);
-    let bin = Bin::start_with(
+    let bin = Bin::start_cmd(
         cmd,
         &["--addr", "10.213.77.1:0", "--no-demo", "--heartbeat", "1"],
+        &[],
     );
     let addr = bin.addr;
 

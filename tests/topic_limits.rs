@@ -8,15 +8,6 @@ use std::net::TcpStream;
 
 use common::*;
 
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap()
-}
-
 #[test]
 fn a_flood_of_new_topics_is_capped() {
     let bin = Bin::start(&[
@@ -28,8 +19,7 @@ fn a_flood_of_new_topics_is_capped() {
         "--history",
         "4",
     ]);
-    let pid = bin.child.id();
-    let before = rss_kib(pid);
+    let before = bin.rss_kib();
     // One keep-alive connection, 3,000 publishes to distinct topics, each
     // with 1 KiB of data.
     let s = TcpStream::connect(bin.addr).unwrap();
@@ -68,7 +58,7 @@ fn a_flood_of_new_topics_is_capped() {
         }
     }
     assert_eq!((ok, limited), (500, 2500));
-    let after = rss_kib(pid);
+    let after = bin.rss_kib();
     // 500 topics x 4 events x ~1 KiB is about 2 MiB; allow generous slack,
     // but 3,000 topics' worth (or unbounded growth) would not fit.
     assert!(

@@ -4,7 +4,7 @@
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use tinysse::{EventStream, ServerBuilder, ServerHandle};
@@ -157,7 +157,7 @@ pub fn wait_until(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
     cond()
 }
 
-/// The tinysse binary, started with `args`; kill it on drop.
+/// The tinysse binary, running; killed on drop if the test did not stop it.
 pub struct Bin {
     pub child: Child,
     pub addr: SocketAddr,
@@ -172,12 +172,17 @@ impl Bin {
         Bin::start_cmd(Command::new(env!("CARGO_BIN_EXE_tinysse")), args, env)
     }
 
-    /// Starts `cmd` (the binary, or a wrapper that runs it) with `args`.
+    /// Starts `cmd` (the binary, or a wrapper such as `prlimit ... tinysse`
+    /// or `ip netns exec NAME tinysse`) with `args`, and waits for its
+    /// `listening on` line. Logging is off unless `env` turns it on.
     pub fn start_cmd(mut cmd: Command, args: &[&str], env: &[(&str, &str)]) -> Bin {
         cmd.args(args)
+            .env("TINYSSE_LOG", "off")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
+            // Inherited, not piped: a pipe nobody reads could fill and block
+            // the server on a log line.
+            .stderr(Stdio::inherit());
         for (k, v) in env {
             cmd.env(k, v);
         }
@@ -198,6 +203,26 @@ impl Bin {
         Bin { child, addr }
     }
 
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn threads(&self) -> usize {
+        proc_threads(self.pid())
+    }
+
+    pub fn fds(&self) -> usize {
+        proc_fds(self.pid())
+    }
+
+    pub fn rss_kib(&self) -> usize {
+        proc_status(self.pid(), "VmRSS:")
+    }
+
+    pub fn alive(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
     pub fn signal(&self, sig: &str) {
         let ok = Command::new("kill")
             .args([&format!("-{sig}"), &self.child.id().to_string()])
@@ -207,22 +232,58 @@ impl Bin {
         assert!(ok, "kill -{sig} failed");
     }
 
-    /// Waits up to `limit` for the process to exit; its exit code.
-    pub fn wait_exit(&mut self, limit: Duration) -> Option<i32> {
+    pub fn sigterm(&self) {
+        self.signal("TERM");
+    }
+
+    /// Waits up to `limit` for the process to exit.
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<ExitStatus> {
         let end = Instant::now() + limit;
-        while Instant::now() < end {
-            if let Some(st) = self.child.try_wait().expect("try_wait") {
-                return st.code();
+        loop {
+            if let Ok(Some(st)) = self.child.try_wait() {
+                return Some(st);
+            }
+            if Instant::now() >= end {
+                return None;
             }
             std::thread::sleep(Duration::from_millis(5));
         }
-        None
+    }
+
+    /// SIGTERM, and the process must exit 0 within 2 s.
+    pub fn stop(mut self) {
+        self.sigterm();
+        let st = self.wait_exit(Duration::from_secs(2));
+        assert!(
+            st.is_some_and(|s| s.success()),
+            "tinysse did not exit 0 within 2 s: {st:?}"
+        );
     }
 }
 
 impl Drop for Bin {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
     }
+}
+
+/// A `/proc/PID/status` field's number (KiB for memory, a count otherwise).
+pub fn proc_status(pid: u32, key: &str) -> usize {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    s.lines()
+        .find_map(|l| l.strip_prefix(key))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+pub fn proc_threads(pid: u32) -> usize {
+    proc_status(pid, "Threads:")
+}
+
+pub fn proc_fds(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count())
 }

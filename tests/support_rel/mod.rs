@@ -2,136 +2,15 @@
 //! read a process's threads, descriptors and memory from /proc.
 #![allow(dead_code)]
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-/// The `tinysse` binary, running; killed on drop if the test did not stop it.
-pub struct Bin {
-    pub child: Child,
-    pub addr: SocketAddr,
-}
-
-impl Bin {
-    pub fn start(args: &[&str]) -> Bin {
-        Bin::start_with(Command::new(env!("CARGO_BIN_EXE_tinysse")), args)
-    }
-
-    /// Starts `cmd` (the binary, or a wrapper such as `prlimit ... tinysse`)
-    /// with `args`, and waits for its `listening on` line.
-    pub fn start_with(mut cmd: Command, args: &[&str]) -> Bin {
-        let mut child = cmd
-            .args(args)
-            .env("TINYSSE_LOG", "off")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start tinysse");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().expect("stdout"))
-            .read_line(&mut line)
-            .expect("read the first line");
-        let addr = line
-            .trim()
-            .strip_prefix("listening on http://")
-            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-            .parse()
-            .expect("an address");
-        Bin { child, addr }
-    }
-
-    pub fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    pub fn threads(&self) -> usize {
-        proc_threads(self.pid())
-    }
-
-    pub fn fds(&self) -> usize {
-        proc_fds(self.pid())
-    }
-
-    pub fn rss_kib(&self) -> usize {
-        proc_status(self.pid(), "VmRSS:")
-    }
-
-    pub fn alive(&mut self) -> bool {
-        matches!(self.child.try_wait(), Ok(None))
-    }
-
-    pub fn sigterm(&self) {
-        let pid = libc::pid_t::try_from(self.pid()).expect("pid");
-        // SAFETY: kill(2) on our own child's pid.
-        assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
-    }
-
-    /// Waits up to `limit` for the process to exit.
-    pub fn wait_exit(&mut self, limit: Duration) -> Option<ExitStatus> {
-        let end = Instant::now() + limit;
-        loop {
-            if let Ok(Some(st)) = self.child.try_wait() {
-                return Some(st);
-            }
-            if Instant::now() >= end {
-                return None;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    }
-
-    /// SIGTERM, and the process must exit 0 within 2 s.
-    pub fn stop(mut self) {
-        self.sigterm();
-        let st = self.wait_exit(Duration::from_secs(2));
-        assert!(
-            st.is_some_and(|s| s.success()),
-            "tinysse did not exit 0 within 2 s: {st:?}"
-        );
-    }
-}
-
-impl Drop for Bin {
-    fn drop(&mut self) {
-        if matches!(self.child.try_wait(), Ok(None)) {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
-
-pub fn proc_status(pid: u32, key: &str) -> usize {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    s.lines()
-        .find_map(|l| l.strip_prefix(key))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
-}
-
-pub fn proc_threads(pid: u32) -> usize {
-    proc_status(pid, "Threads:")
-}
-
-pub fn proc_fds(pid: u32) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count())
-}
-
-/// Polls `f` every 20 ms until it holds or `limit` passes; whether it held.
-pub fn wait_until(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
-    let end = Instant::now() + limit;
-    loop {
-        if f() {
-            return true;
-        }
-        if Instant::now() >= end {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
+// The binary, /proc readings and polling are shared with the other tests.
+#[path = "../common/mod.rs"]
+mod common;
+#[allow(unused_imports)] // each test file uses its own subset
+pub use common::{Bin, proc_fds, proc_status, proc_threads, wait_until};
 
 pub fn connect(addr: SocketAddr) -> TcpStream {
     let s = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).expect("connect");
