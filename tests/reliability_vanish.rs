@@ -6,58 +6,18 @@
 
 mod support_rel;
 
-use std::process::Command;
 use std::time::{Duration, Instant};
 
-use support_rel::{Bin, metric, open_stream, wait_until};
-
-const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/netns.sh");
-
-struct Netns(String);
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = Command::new("bash")
-            .args([SCRIPT, "down", &self.0])
-            .status();
-    }
-}
-
-fn usable() -> Result<(), String> {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        return Err("not root".into());
-    }
-    for tool in ["ip", "nft"] {
-        let found = Command::new("sh")
-            .args(["-c", &format!("command -v {tool}")])
-            .output()
-            .is_ok_and(|o| o.status.success());
-        if !found {
-            return Err(format!("{tool} is not installed"));
-        }
-    }
-    Ok(())
-}
+use support_rel::{Netns, metric, open_stream, wait_until};
 
 #[test]
 fn vanished_client_is_released() {
-    if let Err(why) = usable() {
+    if let Some(why) = Netns::unusable() {
         println!("SKIPPED reliability_vanish: {why} (needs root, iproute2 and nftables)");
         return;
     }
-    let name = format!("tsse{}", std::process::id() % 100_000);
-    let up = Command::new("bash").args([SCRIPT, "up", &name]).status();
-    let ns = Netns(name.clone());
-    assert!(up.is_ok_and(|s| s.success()), "cannot set up the namespace");
-
-    let mut cmd = Command::new("ip");
-    cmd.args(["netns", "exec", &name, env!("CARGO_BIN_EXE_tinysse")]);
-    let bin = Bin::start_cmd(
-        cmd,
-        &["--addr", "10.213.77.1:0", "--no-demo", "--heartbeat", "1"],
-        &[],
-    );
+    let ns = Netns::up("tsse", "10.213.77");
+    let bin = ns.start(&["--addr", "10.213.77.1:0", "--no-demo", "--heartbeat", "1"]);
     let addr = bin.addr;
 
     let keeper = open_stream(addr, "/events?topic=v").expect("stream");
@@ -66,10 +26,7 @@ fn vanished_client_is_released() {
     let vanishing = open_stream(addr, "/events?topic=v").expect("stream");
     assert_eq!(metric(addr, "tinysse_streams_active"), Some(2));
     let port = vanishing.local_addr().expect("addr").port().to_string();
-    let dropped = Command::new("bash")
-        .args([SCRIPT, "drop", &name, &port])
-        .status();
-    assert!(dropped.is_ok_and(|s| s.success()), "cannot drop packets");
+    assert!(ns.script(&["drop", &port]), "cannot drop packets");
     let t0 = Instant::now();
 
     // A heartbeat (1 s) goes unacknowledged; after TCP_USER_TIMEOUT (5 s)

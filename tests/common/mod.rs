@@ -287,3 +287,71 @@ pub fn proc_threads(pid: u32) -> usize {
 pub fn proc_fds(pid: u32) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count())
 }
+
+/// A network namespace with a veth pair to the host (`scripts/netns.sh`),
+/// removed on drop: the server runs inside at `{net}.1`, the test connects
+/// from `{net}.2`, a real non-loopback peer. Needs root, `ip` and `nft`.
+pub struct Netns {
+    pub name: String,
+    /// The /30's first three octets, e.g. `10.213.77`.
+    pub net: &'static str,
+}
+
+const NETNS_SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/netns.sh");
+
+impl Netns {
+    /// Why namespaces cannot be made here, if they cannot.
+    pub fn unusable() -> Option<String> {
+        let root = Command::new("id")
+            .arg("-u")
+            .output()
+            .is_ok_and(|o| o.stdout.trim_ascii() == b"0");
+        if !root {
+            return Some("not root".into());
+        }
+        ["ip", "nft"]
+            .into_iter()
+            .find(|tool| {
+                !Command::new("sh")
+                    .args(["-c", &format!("command -v {tool}")])
+                    .output()
+                    .is_ok_and(|o| o.status.success())
+            })
+            .map(|tool| format!("{tool} is not installed"))
+    }
+
+    /// Makes the namespace `{prefix}{pid}`; tests that may run at once use
+    /// different `net`s.
+    pub fn up(prefix: &str, net: &'static str) -> Netns {
+        let ns = Netns {
+            name: format!("{prefix}{}", std::process::id() % 100_000),
+            net,
+        };
+        assert!(ns.script(&["up"]), "cannot set up the namespace");
+        ns
+    }
+
+    /// Runs the script with `args` after the command (name added); success.
+    pub fn script(&self, args: &[&str]) -> bool {
+        let mut all = vec![NETNS_SCRIPT, args[0], &self.name];
+        all.extend_from_slice(&args[1..]);
+        Command::new("bash")
+            .env("NETNS_NET", self.net)
+            .args(all)
+            .status()
+            .is_ok_and(|s| s.success())
+    }
+
+    /// The server binary with `args`, inside the namespace.
+    pub fn start(&self, args: &[&str]) -> Bin {
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", &self.name, env!("CARGO_BIN_EXE_tinysse")]);
+        Bin::start_cmd(cmd, args, &[])
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        self.script(&["down"]);
+    }
+}
