@@ -355,3 +355,39 @@ impl Drop for Netns {
         self.script(&["down"]);
     }
 }
+
+/// Whether `program` is on the PATH, as a shell's `command -v` finds it.
+pub fn have(program: &str) -> bool {
+    std::env::var_os("PATH").is_some_and(|path| {
+        std::env::split_paths(&path).any(|dir| {
+            std::fs::metadata(dir.join(program)).is_ok_and(|m| {
+                m.is_file()
+                    && std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o111 != 0
+            })
+        })
+    })
+}
+
+/// The one policy for tests that need a program the machine may lack: when
+/// each of `programs` is on the PATH, `true`. Otherwise, outside CI, prints
+/// `SKIPPED <test>: <reason> (install: <install>)` and returns `false` (the
+/// caller returns); with `CI` set (`.ci/run` runs with `CI=true`), panics
+/// with the same reason, so CI never skips silently.
+pub fn require(test: &str, programs: &[&str], install: &str) -> bool {
+    match programs.iter().find(|p| !have(p)) {
+        None => true,
+        Some(missing) => skip_or_fail(test, &format!("`{missing}` not found"), install),
+    }
+}
+
+/// Skips `test` with a one-line `reason` outside CI; fails it in CI (see
+/// [`require`]). Returns `false` so a caller can `return` on it.
+pub fn skip_or_fail(test: &str, reason: &str, install: &str) -> bool {
+    let line = format!("SKIPPED {test}: {reason} (install: {install})");
+    if std::env::var_os("CI").is_some_and(|v| !v.is_empty() && v != "0" && v != "false") {
+        panic!("{line}; CI is set, so a missing prerequisite is a failure");
+    }
+    println!("{line}");
+    eprintln!("{line}");
+    false
+}
