@@ -21,11 +21,6 @@ fn header(name: &str, value: &str) -> Option<Header> {
     Header::from_bytes(name.as_bytes(), value.as_bytes()).ok()
 }
 
-/// A header whose name and value are constants known to be valid.
-pub(crate) fn static_header(name: &'static str, value: &'static str) -> Header {
-    Header::from_bytes(name.as_bytes(), value.as_bytes()).expect("a valid static header")
-}
-
 /// A plain-text answer: the status and a one-line reason.
 pub(crate) fn text(status: u16, body: &str) -> Reply {
     let mut r = Response::from_data(format!("{body}\n").into_bytes()).with_status_code(status);

@@ -492,10 +492,7 @@ fn listen(addr: SocketAddr, write_timeout: Option<Duration>) -> io::Result<TcpLi
 fn handle(sh: &Arc<Shared>, rq: tiny_http::Request) {
     let served = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         if sh.stopping.load(Ordering::Acquire) {
-            let _ = rq.respond(
-                routes::text(503, "shutting down")
-                    .with_header(routes::static_header("Connection", "close")),
-            );
+            let _ = rq.respond(routes::text(503, "shutting down"));
             return;
         }
         if let Some(rq) = routes::try_stream(sh, rq) {
