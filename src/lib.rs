@@ -37,11 +37,11 @@
 //! ## The model
 //!
 //! - A [`tiny_http`] listener (built with `socket2`, so timeouts and
-//!   keepalive are set once and inherited by every connection) hands each
-//!   request to a dispatcher thread.
-//! - Short requests (static files, `/publish`, `/metrics`) run on a small,
-//!   bounded pool of worker threads; when it is saturated the answer is
-//!   `503`, not a queue that grows.
+//!   keepalive are set once and inherited by every connection) runs each
+//!   request on its connection's own thread, so reading a body or writing
+//!   an answer waits on that one client, never on a thread others need.
+//!   Connections are capped; at the cap, the one that has kept its slot
+//!   longest for one request is closed to make room.
 //! - An `/events` stream takes its socket over from tiny_http once the
 //!   request head is read, and is served by a small pool of writer threads
 //!   (one per core, at most 4; see [`ServerBuilder::writer_threads`]), each

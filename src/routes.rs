@@ -5,7 +5,7 @@ use std::io::{Cursor, Read, Write};
 use std::sync::Arc;
 
 use crossbeam_channel::bounded;
-use tiny_http::{Header, Method, RawStreamError, Request, Response};
+use tiny_http::{Header, Method, Request, Response};
 
 use crate::event::{Event, Frame};
 use crate::files;
@@ -113,14 +113,24 @@ fn writer_for(sh: &Shared, rq: &Request, slot: &StreamSlot) -> StreamWriter {
     w
 }
 
-/// Where a stream thread writes: the connection's own socket when tiny_http
-/// hands it over (plain TCP), so the stream holds no tiny_http thread and one
-/// descriptor; else tiny_http's writer. `None`: the client is gone.
-fn stream_out(rq: Request) -> Option<Box<dyn Write + Send>> {
-    match rq.into_raw_stream() {
-        Ok(sock) => Some(Box::new(sock)),
-        Err(RawStreamError::Unsupported(rq)) => Some(rq.into_writer()),
-        Err(RawStreamError::Lost) => None,
+/// Runs `write` on a stream thread of its own that owns `slot`, with the
+/// connection's socket once tiny_http hands it over (plain TCP: the stream
+/// then holds no tiny_http thread and one descriptor), else with tiny_http's
+/// writer. The hand-over happens once the connection's thread is done with
+/// the request, so this returns at once.
+fn spawn_stream_on<F>(rq: Request, slot: StreamSlot, write: F)
+where
+    F: FnOnce(Box<dyn Write + Send>) + Send + 'static,
+{
+    let run = move |out: Box<dyn Write + Send>| {
+        if let Err(e) = spawn_stream(slot, move || write(out)) {
+            log::error!("cannot start a stream thread: {e}");
+        }
+    };
+    if rq.can_take_over() {
+        let _ = rq.into_raw_stream_then(move |sock| run(Box::new(sock)));
+    } else {
+        run(rq.into_writer());
     }
 }
 
@@ -175,33 +185,27 @@ fn start_events(sh: &Arc<Shared>, rq: Request, sreq: &StreamRequest) {
     };
     let writer = writer_for(sh, &rq, &slot).evicted_flag(sub.evicted_flag());
     let chunked = *rq.http_version() >= (1, 1);
-    // The pool serves the stream when tiny_http hands the socket over; a
-    // thread of its own otherwise. A body still to come would be skipped
-    // while handing over, on this (the dispatcher's) thread: such a request
-    // gets a thread, which skips it.
-    let taken = if crate::server::body_still_to_read(&rq) {
-        Err(RawStreamError::Unsupported(rq))
-    } else {
-        rq.into_raw_stream()
+    // The pool serves the stream once tiny_http hands the socket over (plain
+    // TCP); a thread of its own otherwise. Anything the client sent after
+    // the head is dropped with the connection's read half: the socket is
+    // never read for another request.
+    let spec = StreamSpec {
+        head: writer.head_bytes().into_bytes(),
+        retry: sh.config.retry,
+        chunked,
+        heartbeat: sh.config.heartbeat,
+        write_timeout: sh.write_timeout,
+        frames_written: sh.metrics.frames_written.clone(),
     };
-    let rq = match taken {
-        Ok(sock) => {
-            let spec = StreamSpec {
-                head: writer.head_bytes().into_bytes(),
-                retry: sh.config.retry,
-                chunked,
-                heartbeat: sh.config.heartbeat,
-                write_timeout: sh.write_timeout,
-                frames_written: sh.metrics.frames_written.clone(),
-            };
-            if let Err(e) = sh.pool.add(&notify, sock, sub, spec, slot) {
+    if rq.can_take_over() {
+        let owner = sh.clone();
+        let _ = rq.into_raw_stream_then(move |sock| {
+            if let Err(e) = owner.pool.add(&notify, sock, sub, spec, slot) {
                 log::error!("cannot hand a stream to the writer pool: {e}");
             }
-            return;
-        }
-        Err(RawStreamError::Unsupported(rq)) => rq,
-        Err(RawStreamError::Lost) => return,
-    };
+        });
+        return;
+    }
     let spawned = spawn_stream(slot, move || {
         let prelude = sub.prelude();
         let rx = sub.receiver().clone();
@@ -232,15 +236,10 @@ fn start_custom(
         let _ = rq.respond(text(503, "cannot start the stream"));
         return;
     }
-    let spawned = spawn_stream(slot, move || {
-        if let Some(out) = stream_out(rq) {
-            let end = writer.run(out, rx);
-            log_end(&path, &end);
-        }
+    spawn_stream_on(rq, slot, move |out| {
+        let end = writer.run(out, rx);
+        log_end(&path, &end);
     });
-    if let Err(e) = spawned {
-        log::error!("cannot start a stream thread: {e}");
-    }
 }
 
 /// Parses `/firehose` parameters: count 1..=10,000,000, size 1..=65,536.
@@ -281,15 +280,10 @@ fn start_firehose(sh: &Arc<Shared>, rq: Request, sreq: &StreamRequest) {
         return;
     }
     let writer = writer_for(sh, &rq, &slot);
-    let spawned = spawn_stream(slot, move || {
-        if let Some(out) = stream_out(rq) {
-            let end = writer.run(out, rx);
-            log_end("/firehose", &end);
-        }
+    spawn_stream_on(rq, slot, move |out| {
+        let end = writer.run(out, rx);
+        log_end("/firehose", &end);
     });
-    if let Err(e) = spawned {
-        log::error!("cannot start a stream thread: {e}");
-    }
 }
 
 /// Answers a short request on a worker thread.

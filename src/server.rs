@@ -1,5 +1,5 @@
-//! The server: a builder, the listener (socket2, handed to tiny_http), the
-//! dispatcher, a bounded pool for short requests, the writer pool for
+//! The server: a builder, the listener (socket2, handed to tiny_http, which
+//! runs each request on its connection's own thread), the writer pool for
 //! `/events`, a thread per custom stream, and graceful shutdown.
 
 use std::collections::HashMap;
@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError, bounded};
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, bounded};
 use socket2::{Domain, Protocol, SockAddr, Socket, TcpKeepalive, Type};
 
 use crate::event::Event;
@@ -45,9 +45,6 @@ pub(crate) struct Shared {
     /// Disconnects when shutdown begins; every writer selects on it.
     pub(crate) shutdown: Receiver<()>,
     pub(crate) stopping: AtomicBool,
-    /// Requests being handled on a thread of their own because their body is
-    /// still to be read.
-    pub(crate) body_readers: std::sync::atomic::AtomicUsize,
     /// The open streams; `None` once shutdown has begun.
     pub(crate) streams: Mutex<Option<OpenStreams>>,
     /// The threads that write `/events` streams.
@@ -106,7 +103,6 @@ pub struct ServerBuilder {
     addr: String,
     settings: Settings,
     limits: HubLimits,
-    workers: usize,
     write_timeout: Option<Duration>,
     head_timeout: Option<Duration>,
     max_connections: Option<usize>,
@@ -158,7 +154,6 @@ impl Default for ServerBuilder {
                 firehose: false,
             },
             limits: HubLimits::default(),
-            workers: 4,
             write_timeout: Some(Duration::from_secs(5)),
             head_timeout: Some(Duration::from_secs(10)),
             max_connections: None,
@@ -283,10 +278,6 @@ impl ServerBuilder {
         firehose, bool, |s, v| s.settings.firehose = v, "firehose(true)"
     );
     setter!(
-        /// Threads for short requests (static files, publish, metrics); at least 1.
-        workers, usize, |s, v| s.workers = v.max(1), "workers(4)"
-    );
-    setter!(
         /// How long a write to a client may block before the stream is dropped
         /// (a client that stopped reading); `None` waits forever.
         write_timeout, Option<Duration>, |s, v| s.write_timeout = v,
@@ -395,10 +386,6 @@ impl ServerBuilder {
             head_timeout: self.head_timeout,
             max_head_bytes: Some(MAX_HEAD_BYTES),
         };
-        let http = tiny_http::Server::from_listener_with_limits(listener, None, limits)
-            .map_err(|e| StartError::Http(e.to_string()))?;
-        let http = Arc::new(http);
-
         let metrics = Arc::new(Metrics::default());
         let hub = Hub::with_metrics(self.limits, metrics.clone());
         let (shutdown_tx, shutdown_rx) = bounded::<()>(0);
@@ -427,7 +414,6 @@ impl ServerBuilder {
             routes,
             shutdown: shutdown_rx,
             stopping: AtomicBool::new(false),
-            body_readers: std::sync::atomic::AtomicUsize::new(0),
             streams: Mutex::new(Some(OpenStreams {
                 alive: alive_tx,
                 stops: HashMap::new(),
@@ -437,28 +423,16 @@ impl ServerBuilder {
             write_timeout: self.write_timeout,
         });
 
-        let mut threads = Vec::new();
-        let (work_tx, work_rx) = bounded::<tiny_http::Request>(64);
-        for i in 0..self.workers {
-            let rx = work_rx.clone();
-            let sh = shared.clone();
-            threads.push(spawn_named(
-                format!("tinysse-worker-{i}"),
-                256 * 1024,
-                move || {
-                    for rq in rx.iter() {
-                        routes::handle_short(&sh, rq);
-                    }
-                },
-            )?);
-        }
+        // Every request runs on its connection's own thread (tiny_http's,
+        // bounded by `max_connections`): reading a body and writing an
+        // answer wait on that one client, never on a thread that others
+        // need.
         let sh = shared.clone();
-        let h = http.clone();
-        threads.push(spawn_named(
-            "tinysse-dispatch".into(),
-            256 * 1024,
-            move || dispatch(&sh, &h, work_tx),
-        )?);
+        let handler: tiny_http::Handler = Arc::new(move |rq| handle(&sh, rq));
+        let http = tiny_http::Server::from_listener_with_handler(listener, None, limits, handler)
+            .map_err(|e| StartError::Http(e.to_string()))?;
+        let http = Arc::new(http);
+        let mut threads = Vec::new();
         if shared.config.demo {
             let sh = shared.clone();
             threads.push(spawn_named("tinysse-demo".into(), 256 * 1024, move || {
@@ -512,87 +486,21 @@ fn listen(addr: SocketAddr, write_timeout: Option<Duration>) -> io::Result<TcpLi
     Ok(socket.into())
 }
 
-fn dispatch(sh: &Arc<Shared>, http: &tiny_http::Server, work: Sender<tiny_http::Request>) {
-    loop {
-        let rq = match http.recv() {
-            Ok(rq) => rq,
-            Err(e) => {
-                if sh.stopping.load(Ordering::Acquire) {
-                    return;
-                }
-                log::warn!("receiving a request failed: {e}");
-                thread::sleep(Duration::from_millis(50));
-                continue;
-            }
-        };
+/// Answers one request, on its connection's thread. A panic here (a bug)
+/// ends this connection only: the client gets a `500` from the request's
+/// drop, and everyone else is served on.
+fn handle(sh: &Arc<Shared>, rq: tiny_http::Request) {
+    let served = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         if sh.stopping.load(Ordering::Acquire) {
             let _ = rq.respond(routes::text(503, "shutting down"));
-            continue;
+            return;
         }
-        let rq = match routes::try_stream(sh, rq) {
-            Some(rq) => rq,
-            None => continue,
-        };
-        if body_still_to_read(&rq) {
-            read_body_apart(sh, rq);
-            continue;
+        if let Some(rq) = routes::try_stream(sh, rq) {
+            routes::handle_short(sh, rq);
         }
-        match work.try_send(rq) {
-            Ok(()) => {}
-            Err(TrySendError::Full(rq)) => {
-                let _ = rq.respond(routes::text(503, "busy, try again").with_header(
-                    tiny_http::Header::from_bytes("Retry-After", "1").expect("static header"),
-                ));
-            }
-            Err(TrySendError::Disconnected(_)) => return,
-        }
-    }
-}
-
-/// Requests whose body is read on their own thread at most at once.
-const BODY_READERS: usize = 64;
-
-/// Whether the body is still on the socket: tiny_http reads bodies of up to
-/// 1 KiB (without `Expect`) before handing the request over; anything else
-/// is read by the handler, as slowly as the client sends it.
-pub(crate) fn body_still_to_read(rq: &tiny_http::Request) -> bool {
-    let has = |name: &str| {
-        rq.headers()
-            .iter()
-            .any(|h| h.field.as_str().as_str().eq_ignore_ascii_case(name))
-    };
-    match rq.body_length() {
-        Some(n) => n > 1024 || (n > 0 && has("Expect")),
-        None => has("Transfer-Encoding"),
-    }
-}
-
-/// Handles a request whose body is still to be read on a thread of its own,
-/// so a client that sends its body slowly (or never) holds that thread for
-/// at most the header timeout per read, and never a worker.
-fn read_body_apart(sh: &Arc<Shared>, rq: tiny_http::Request) {
-    let busy = sh
-        .body_readers
-        .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-            (n < BODY_READERS).then_some(n + 1)
-        })
-        .is_err();
-    if busy {
-        let _ = rq.respond(routes::text(503, "busy, try again"));
-        return;
-    }
-    let sh2 = sh.clone();
-    let spawned = thread::Builder::new()
-        .name("tinysse-body".into())
-        .stack_size(256 * 1024)
-        .spawn(move || {
-            routes::handle_short(&sh2, rq);
-            sh2.body_readers.fetch_sub(1, Ordering::AcqRel);
-        });
-    if let Err(e) = spawned {
-        // The request went down with the closure: tiny_http answered 500.
-        log::error!("cannot start a thread for a request body: {e}");
-        sh.body_readers.fetch_sub(1, Ordering::AcqRel);
+    }));
+    if served.is_err() {
+        log::error!("a request handler panicked; its connection was closed");
     }
 }
 
@@ -755,9 +663,6 @@ impl ServerHandle {
                 .unwrap_or_else(|p| p.into_inner())
                 .take(),
         );
-        if let Some(http) = self.http.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
-            http.unblock();
-        }
     }
 
     /// Waits (after [`shutdown`](Self::shutdown), which it calls if needed)

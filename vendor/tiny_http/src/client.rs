@@ -44,6 +44,9 @@ pub struct ClientConnection {
     // tells when the response to the previous request is done, or that its
     // handler takes the connection over
     previous_response: Option<mpsc::Receiver<Done>>,
+
+    // tells the connection slots when a new request starts
+    progress: crate::util::Progress,
 }
 
 /// What the connection thread hears about the response to its last request.
@@ -55,7 +58,14 @@ pub(crate) enum Done {
     /// connection thread sends it the socket once the request's reader and
     /// writer are dropped, and ends.
     Detach(mpsc::SyncSender<Option<std::net::TcpStream>>),
+    /// Like `Detach`, for a handler that runs on the connection thread and
+    /// so cannot wait for the socket: the connection thread calls this with
+    /// it once the handler has returned.
+    DetachThen(TakeOver),
 }
+
+/// What runs with a handed-over socket (`Request::into_raw_stream_then`).
+pub(crate) type TakeOver = Box<dyn FnOnce(std::net::TcpStream) + Send + 'static>;
 
 /// Limits on reading a request head (see `ConnectionLimits`).
 #[derive(Clone, Debug, Default)]
@@ -115,6 +125,7 @@ impl ClientConnection {
         write_socket: RefinedTcpStream,
         mut read_socket: RefinedTcpStream,
         limits: HeadLimits,
+        progress: crate::util::Progress,
     ) -> ClientConnection {
         let remote_addr = read_socket.peer_addr();
         let secure = read_socket.secure();
@@ -131,6 +142,7 @@ impl ClientConnection {
             secure,
             limits,
             previous_response: None,
+            progress,
         }
     }
 
@@ -306,11 +318,10 @@ impl ClientConnection {
     /// Hands the socket to a handler that called `Request::into_raw_stream`.
     /// It drops the request's reader and then its writer right after asking,
     /// so the next message (or the channel closing) says both are gone.
-    fn detach(
-        &mut self,
-        previous: mpsc::Receiver<Done>,
-        reply: mpsc::SyncSender<Option<std::net::TcpStream>>,
-    ) {
+    fn detach(&mut self, previous: mpsc::Receiver<Done>) -> Option<std::net::TcpStream> {
+        // From now on the socket is not this connection's: the slots must
+        // never shut it down to make room.
+        self.progress.forget();
         let _ = previous.recv();
         // Bytes read past the head (a pipelined request) are dropped with
         // the read half; its descriptor is a duplicate, closed here so the
@@ -318,21 +329,17 @@ impl ClientConnection {
         let fresh = self.source.next();
         let old = match fresh {
             Some(fresh) => std::mem::replace(&mut self.next_header_source, fresh),
-            None => {
-                let _ = reply.send(None);
-                return;
-            }
+            None => return None,
         };
         if let Some(read_half) = old.into_inner() {
             read_half.into_inner().disarm();
         }
-        let socket = self.sink.take_inner().and_then(|w| {
+        self.sink.take_inner().and_then(|w| {
             // Nothing was written through it: the handler took the
             // connection before responding.
             let (w, _) = w.into_parts();
             w.into_tcp()
-        });
-        let _ = reply.send(socket);
+        })
     }
 }
 
@@ -355,7 +362,13 @@ impl Iterator for ClientConnection {
             match r {
                 Ok(Done::Complete { failed: false }) => {}
                 Ok(Done::Detach(reply)) => {
-                    self.detach(previous, reply);
+                    let _ = reply.send(self.detach(previous));
+                    return None;
+                }
+                Ok(Done::DetachThen(take_over)) => {
+                    if let Some(socket) = self.detach(previous) {
+                        take_over(socket);
+                    }
                     return None;
                 }
                 // writing failed: the peer is gone or stuck, so close
@@ -369,6 +382,9 @@ impl Iterator for ClientConnection {
             return None;
         }
 
+        // The slots judge a connection by how long its current request has
+        // kept it: from here.
+        self.progress.new_request();
         loop {
             let rq = match self.read() {
                 Err(ReadError::WrongRequestLine) => {

@@ -208,6 +208,10 @@ pub struct ConnectionLimits {
     pub max_head_bytes: Option<usize>,
 }
 
+/// A request handler run on each connection's own thread (patched in for
+/// tinysse, see PATCHES.md): whatever it does waits on that one client only.
+pub type Handler = Arc<dyn Fn(Request) + Send + Sync + 'static>;
+
 impl Server {
     /// Shortcut for a simple server on a specific address.
     #[inline]
@@ -273,7 +277,30 @@ impl Server {
         ssl_config: Option<SslConfig>,
         limits: ConnectionLimits,
     ) -> Result<Server, Box<dyn Error + Send + Sync + 'static>> {
-        let listener = listener.into();
+        Self::start(listener.into(), ssl_config, limits, None)
+    }
+
+    /// Like [`from_listener_with_limits`](Self::from_listener_with_limits),
+    /// but each request is handed to `handler` on its connection's own
+    /// thread instead of being queued for [`recv`](Self::recv) (which then
+    /// never returns a request). Reading the body and writing the answer
+    /// then wait on that client only, never on a thread other clients
+    /// need (patched in for tinysse: see PATCHES.md).
+    pub fn from_listener_with_handler<L: Into<Listener>>(
+        listener: L,
+        ssl_config: Option<SslConfig>,
+        limits: ConnectionLimits,
+        handler: Handler,
+    ) -> Result<Server, Box<dyn Error + Send + Sync + 'static>> {
+        Self::start(listener.into(), ssl_config, limits, Some(handler))
+    }
+
+    fn start(
+        listener: Listener,
+        ssl_config: Option<SslConfig>,
+        limits: ConnectionLimits,
+        handler: Option<Handler>,
+    ) -> Result<Server, Box<dyn Error + Send + Sync + 'static>> {
         // building the "close" variable
         let close_trigger = Arc::new(AtomicBool::new(false));
 
@@ -382,10 +409,18 @@ impl Server {
                             Some(ref _ssl) => unreachable!(),
                         };
 
+                        // A handle on the socket for the slot registry, so
+                        // that at the cap the connection waiting longest on
+                        // its client can be shut down to make room. Without
+                        // a spare descriptor it just cannot be preempted.
+                        if let Some(tcp) = read_closable.try_clone_tcp() {
+                            slot.watch(tcp);
+                        }
                         Ok(ClientConnection::with_limits(
                             write_closable,
                             read_closable,
                             head.clone(),
+                            slot.progress(),
                         ))
                     }
                     Err(e) => Err(e),
@@ -395,14 +430,23 @@ impl Server {
                     Ok(client) => {
                         backoff = Duration::from_millis(5);
                         let messages = inside_messages.clone();
+                        let handler = handler.clone();
                         let mut client = Some(client);
                         let mut slot = Some(slot);
                         tasks_pool.spawn(Box::new(move || {
                             // Released only once the connection is gone.
                             let _slot = slot.take();
-                            if let Some(client) = client.take() {
-                                // Synchronization is needed for HTTPS requests to avoid a deadlock
-                                if client.secure() {
+                            if let Some(mut client) = client.take() {
+                                if let Some(handler) = &handler {
+                                    // Each request on this thread, one after
+                                    // the other; `next()` waits for the
+                                    // previous response, and hands a socket
+                                    // over when its handler took it.
+                                    while let Some(rq) = client.next() {
+                                        handler(rq);
+                                    }
+                                } else if client.secure() {
+                                    // Synchronization is needed for HTTPS requests to avoid a deadlock
                                     let (sender, receiver) = mpsc::channel();
                                     for rq in client {
                                         messages.push(rq.with_notify_sender(sender.clone()).into());

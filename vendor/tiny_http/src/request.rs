@@ -518,6 +518,42 @@ impl Request {
         socket.recv().ok().flatten().ok_or(RawStreamError::Lost)
     }
 
+    /// Whether the connection can be taken over ([`into_raw_stream`](Self::into_raw_stream),
+    /// [`into_raw_stream_then`](Self::into_raw_stream_then)): a plain TCP
+    /// connection whose response was not started.
+    pub fn can_take_over(&self) -> bool {
+        self.response_writer.is_some()
+            && self.notify_when_responded.is_none()
+            && self.detach.is_some()
+    }
+
+    /// Like [`into_raw_stream`](Self::into_raw_stream), for a handler that
+    /// runs on the connection's own thread (`Server::from_listener_with_handler`)
+    /// and so cannot wait for the socket: returns at once, and `take_over`
+    /// runs on the connection thread with the socket once the handler has
+    /// returned (not at all if the client went away meanwhile).
+    pub fn into_raw_stream_then<F>(mut self, take_over: F) -> Result<(), RawStreamError>
+    where
+        F: FnOnce(std::net::TcpStream) + Send + 'static,
+    {
+        if !self.can_take_over() {
+            return Err(RawStreamError::Unsupported(self));
+        }
+        let detach = match self.detach.take() {
+            Some(d) => d,
+            None => return Err(RawStreamError::Unsupported(self)),
+        };
+        if detach
+            .send(crate::client::Done::DetachThen(Box::new(take_over)))
+            .is_err()
+        {
+            return Err(RawStreamError::Unsupported(self));
+        }
+        self.data_reader = None;
+        self.response_writer = None;
+        Ok(())
+    }
+
     pub(crate) fn with_notify_sender(mut self, sender: Sender<()>) -> Self {
         self.notify_when_responded = Some(sender);
         self

@@ -1,4 +1,4 @@
-pub use self::connection_slots::ConnectionSlots;
+pub use self::connection_slots::{ConnectionSlots, Progress};
 pub use self::custom_stream::CustomStream;
 pub use self::equal_reader::EqualReader;
 pub use self::fused_reader::FusedReader;

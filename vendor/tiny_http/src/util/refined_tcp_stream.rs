@@ -151,6 +151,16 @@ impl RefinedTcpStream {
         self.stream.as_ref().is_some_and(Stream::secure)
     }
 
+    /// A duplicate handle on a plain TCP socket (for the connection slots,
+    /// which may shut it down); `None` for other kinds or without a spare
+    /// descriptor.
+    pub(crate) fn try_clone_tcp(&self) -> Option<std::net::TcpStream> {
+        match &self.stream {
+            Some(Stream::Http(Connection::Tcp(s))) => s.try_clone().ok(),
+            _ => None,
+        }
+    }
+
     /// Whether `into_tcp` can hand out this connection's socket.
     pub(crate) fn is_tcp(&self) -> bool {
         matches!(self.stream, Some(Stream::Http(Connection::Tcp(_))))
