@@ -104,7 +104,16 @@ impl Nginx {
 
 impl Drop for Nginx {
     fn drop(&mut self) {
-        let _ = self.child.kill();
+        // A killed master leaves its worker behind, still listening: SIGTERM
+        // first (the master stops its worker), a kill only if that fails.
+        if let Ok(pid) = libc::pid_t::try_from(self.child.id()) {
+            // SAFETY: a signal to our own child, which has not been reaped.
+            unsafe { libc::kill(pid, libc::SIGTERM) };
+        }
+        let child = &mut self.child;
+        if !wait_until(TIMEOUT, || !matches!(child.try_wait(), Ok(None))) {
+            let _ = self.child.kill();
+        }
         let _ = self.child.wait();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
