@@ -426,7 +426,8 @@ fn static_file(sh: &Shared, rq: Request, path: &str) {
             if let Some(h) = header("Cache-Control", "no-cache") {
                 r.add_header(h);
             }
-            // A browser must not run an uploaded .txt as a script or page.
+            // Browsers take each file as its Content-Type says, never guess
+            // a script or a page out of a text file's bytes.
             if let Some(h) = header("X-Content-Type-Options", "nosniff") {
                 r.add_header(h);
             }
@@ -577,7 +578,7 @@ fn not_plain_local(sh: &Shared, rq: &Request) -> Option<&'static str> {
 /// `.localhost` (RFC 6761 keeps them all on loopback, so they are no weaker
 /// than `localhost` itself), `127.0.0.0/8` or `[::1]`, with or without a
 /// port.
-pub(crate) fn loopback_host(host: &str) -> bool {
+fn loopback_host(host: &str) -> bool {
     let host = host.to_ascii_lowercase();
     let bracketed = host.starts_with('[');
     let (name, port) = if bracketed {
@@ -622,7 +623,7 @@ fn origin_eq(a: &str, b: &str) -> bool {
 /// Whether `origin` is this server's own, as reached through `host`: plain
 /// HTTP (tinysse has no TLS) at the same host and port. `null` (a sandboxed
 /// or file page) is never.
-pub(crate) fn same_origin(origin: &str, host: &str) -> bool {
+fn same_origin(origin: &str, host: &str) -> bool {
     let Some(authority) = origin
         .get(..7)
         .filter(|s| s.eq_ignore_ascii_case("http://"))

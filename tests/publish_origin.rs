@@ -13,6 +13,11 @@ use common::*;
 
 const BODY: &str = r#"{"topic":"t","data":1}"#;
 
+/// A named case: the `Host` line (none when `None`) and the other headers.
+type Case<'a> = (&'a str, Option<&'a str>, &'a [(&'a str, &'a str)]);
+/// The same with the HTTP version after the name.
+type VersionCase<'a> = (&'a str, &'a str, Option<&'a str>, &'a [(&'a str, &'a str)]);
+
 /// A publish with exactly these headers: `host` is the `Host` line (none
 /// when `None`), `version` the HTTP version.
 fn publish_as(
@@ -51,7 +56,7 @@ fn proxies_cross_site_requests_and_foreign_hosts_are_refused() {
     let own_origin = format!("http://{a}");
     let other_port = format!("http://127.0.0.1:{}", a.port().wrapping_add(1).max(1));
     let https_own = format!("https://{a}");
-    let cases: &[(&str, Option<&str>, &[(&str, &str)])] = &[
+    let cases: &[Case] = &[
         ("Via", Some(&own), &[("Via", "1.1 proxy")]),
         ("Forwarded", Some(&own), &[("Forwarded", "for=192.0.2.1")]),
         (
@@ -127,7 +132,7 @@ fn plain_local_and_same_origin_requests_may_publish() {
     let localhost = format!("localhost:{port}");
     let v6 = format!("[::1]:{port}");
     let sub = format!("app.localhost:{port}");
-    let cases: &[(&str, &str, Option<&str>, &[(&str, &str)])] = &[
+    let cases: &[VersionCase] = &[
         ("no Origin", "1.1", Some(&own), &[]),
         (
             "own Origin",
