@@ -561,12 +561,20 @@ fn not_plain_local(sh: &Shared, rq: &Request) -> Option<&'static str> {
     }
     // A browser says where a request comes from: a form or fetch from
     // another site must not publish with the user's local access (CSRF).
+    // The one origin the operator trusts with --cors-origin may, even from
+    // another site (then the browser says cross-site).
+    let cors = sh.config.cors_origin.as_deref();
+    let mut origins = all("Origin").peekable();
+    let trusted =
+        origins.peek().is_some() && origins.all(|o| cors.is_some_and(|c| origin_eq(o, c)));
+    if trusted {
+        return None;
+    }
     if all("Sec-Fetch-Site").any(|v| v.eq_ignore_ascii_case("cross-site")) {
         return Some("cross-site publishing needs a publish token (--publish-token)");
     }
     let own = all("Host").next().unwrap_or("");
-    let cors = sh.config.cors_origin.as_deref();
-    if !all("Origin").all(|o| same_origin(o, own) || cors.is_some_and(|c| origin_eq(o, c))) {
+    if !all("Origin").all(|o| same_origin(o, own)) {
         return Some(
             "publishing from another origin needs a publish token (--publish-token) or --cors-origin",
         );

@@ -142,6 +142,12 @@ fn plain_local_and_same_origin_requests_may_publish() {
         ),
         ("--cors-origin", "1.1", Some(&own), &[("Origin", cors)]),
         (
+            "--cors-origin, from another site",
+            "1.1",
+            Some(&own),
+            &[("Origin", cors), ("Sec-Fetch-Site", "cross-site")],
+        ),
+        (
             "Sec-Fetch-Site: none",
             "1.1",
             Some(&own),
@@ -158,6 +164,47 @@ fn plain_local_and_same_origin_requests_may_publish() {
         let r = publish_as(a, version, *host, headers);
         assert_eq!(r.status, 200, "{case}: {}", r.body);
         assert_eq!(srv.handle().metrics().events_published(), n as u64 + 1);
+    }
+    srv.stop();
+}
+
+#[test]
+fn cors_origin_trusts_that_origin_only() {
+    let cors = "https://app.example";
+    let srv = start(builder().cors_origin(Some(cors.into())));
+    let a = srv.addr();
+    let own = a.to_string();
+    let cases: &[Case] = &[
+        (
+            "another origin",
+            Some(&own),
+            &[("Origin", "https://evil.example")],
+        ),
+        (
+            "the trusted one and another",
+            Some(&own),
+            &[("Origin", cors), ("Origin", "https://evil.example")],
+        ),
+        (
+            "a prefix of it",
+            Some(&own),
+            &[("Origin", "https://app.example.evil")],
+        ),
+        (
+            "cross-site without Origin",
+            Some(&own),
+            &[("Sec-Fetch-Site", "cross-site")],
+        ),
+        // The other rules still hold for the trusted origin.
+        (
+            "through a proxy",
+            Some(&own),
+            &[("Origin", cors), ("Via", "1.1 p")],
+        ),
+        ("a foreign Host", Some("evil.example"), &[("Origin", cors)]),
+    ];
+    for (case, host, headers) in cases {
+        forbidden(&srv, &publish_as(a, "1.1", *host, headers), case);
     }
     srv.stop();
 }
