@@ -551,10 +551,9 @@ fn not_plain_local(sh: &Shared, rq: &Request) -> Option<&'static str> {
     }
     // A page whose name an attacker re-points at 127.0.0.1 (DNS rebinding)
     // sends its own name; a proxy sends the upstream or the public name. No
-    // Host at all is refused too: every HTTP client sends one, and a
-    // forwarder could otherwise drop it to pass.
-    let mut hosts = all("Host").peekable();
-    if hosts.peek().is_none() || !hosts.all(loopback_host) {
+    // Host at all (HTTP/1.0) passes: browsers and proxies always send one,
+    // and whoever can leave it out could as well send `Host: localhost`.
+    if !all("Host").all(loopback_host) {
         return Some(
             "publishing without a token needs a loopback Host (localhost, 127.0.0.1, [::1])",
         );

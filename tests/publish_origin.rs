@@ -115,8 +115,12 @@ fn proxies_cross_site_requests_and_foreign_hosts_are_refused() {
     for (case, host, headers) in cases {
         forbidden(&srv, &publish_as(a, "1.1", *host, headers), case);
     }
-    // No Host at all (HTTP/1.0 allows it): refused, as every client sends one.
-    forbidden(&srv, &publish_as(a, "1.0", None, &[]), "no Host");
+    // Without a Host, the Origin cannot be the server's own.
+    forbidden(
+        &srv,
+        &publish_as(a, "1.0", None, &[("Origin", &own_origin)]),
+        "no Host, an Origin",
+    );
     assert_eq!(get(a, "/healthz").status, 200);
     srv.stop();
 }
@@ -159,6 +163,8 @@ fn plain_local_and_same_origin_requests_may_publish() {
         ("Host: 127.0.0.2", "1.1", Some("127.0.0.2"), &[]),
         ("Host: app.localhost:PORT", "1.1", Some(&sub), &[]),
         ("HTTP/1.0 with a Host", "1.0", Some(&own), &[]),
+        // Anyone who can leave Host out could send `Host: localhost`.
+        ("HTTP/1.0 without a Host", "1.0", None, &[]),
     ];
     for (n, (case, version, host, headers)) in cases.iter().enumerate() {
         let r = publish_as(a, version, *host, headers);
