@@ -7,12 +7,14 @@
 //   CHROMIUM=/path/to/chromium node test.mjs      # default /usr/bin/chromium
 //
 // The script starts the server itself on a free port, restarts it once on the
-// same port, and always stops it (SIGTERM) at the end. Prints
+// same port, and always stops it (SIGTERM) at the end; the CSRF tests start a
+// second, token-less server and a page server of their own, and stop both. Prints
 // "N passed, M failed" and exits non-zero on any failure.
 
 import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import http from 'node:http';
+import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { chromium } from 'playwright-core';
@@ -30,14 +32,35 @@ const OVERALL_TIMEOUT_MS = 110_000;
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
+// GET a URL from node; resolves to { status, body }.
+function fetchText(url) {
+  return new Promise((resolve, reject) => {
+    const req = http.get(url, (res) => {
+      let body = '';
+      res.setEncoding('utf8');
+      res.on('data', (d) => { body += d; });
+      res.on('end', () => resolve({ status: res.statusCode, body }));
+    });
+    req.on('error', reject);
+    req.setTimeout(10_000, () => req.destroy(new Error(`${url}: timeout`)));
+  });
+}
+
+async function publishedTotal(srv) {
+  const { body } = await fetchText(`${srv.url}/metrics`);
+  const m = /^tinysse_events_published_total (\d+)$/m.exec(body);
+  if (!m) throw new Error(`no tinysse_events_published_total in /metrics:\n${body}`);
+  return Number(m[1]);
+}
+
 // --------------------------------------------------------------------------
 // server process handling
 // --------------------------------------------------------------------------
 const servers = new Set();
 
-function startServer(addr) {
+function startServer(addr, extraArgs = [], publicDir = PUBLIC_DIR) {
   return new Promise((resolve, reject) => {
-    const args = ['--addr', addr, '--public', PUBLIC_DIR];
+    const args = ['--addr', addr, '--public', publicDir, ...extraArgs];
     // a .mjs "binary" is a development mock, run with node
     const [cmd, argv] = BIN.endsWith('.mjs') ? [process.execPath, [BIN, ...args]] : [BIN, args];
     const proc = spawn(cmd, argv, { stdio: ['ignore', 'pipe', 'pipe'] });
@@ -326,6 +349,7 @@ async function main() {
     });
 
     await page.screenshot({ path: path.join(ARTIFACTS, 'dashboard.png'), fullPage: true });
+    await csrfTests(browser);
     const phone = await context.newPage();
     await phone.setViewportSize({ width: 390, height: 844 });
     await phone.goto(srv.url + '/', { waitUntil: 'load' });
@@ -337,6 +361,71 @@ async function main() {
     await browser.close().catch(() => {});
     const stop = await stopServer(srv);
     if (stop.killed) console.log('# warning: the server needed SIGKILL at the end');
+  }
+}
+
+// --------------------------------------------------------------------------
+// CSRF: a page on another origin must not publish to a token-less local
+// server by auto-submitting a form (Chromium sends Origin and
+// Sec-Fetch-Site, the server refuses them); the same page on the server's
+// own origin may, so the test can tell a refusal from a broken form.
+// --------------------------------------------------------------------------
+async function csrfTests(browser) {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'tinysse-csrf-'));
+  let target = null;
+  let other = null;
+  const context = await browser.newContext();
+  try {
+    target = await startServer('127.0.0.1:0', ['--no-demo'], dir);
+    const form = (data) => `<!doctype html><meta charset="utf-8"><title>form</title>
+<form method="POST" action="${target.url}/publish" enctype="application/x-www-form-urlencoded">
+<input name="topic" value="csrf"><input name="data" value="${data}"></form>
+<script>document.forms[0].submit();</script>`;
+    fs.writeFileSync(path.join(dir, 'own.html'), form('from the own origin'));
+    // The other origin: a tiny page server of the test's own.
+    other = http.createServer((req, res) => {
+      res.writeHead(200, { 'Content-Type': 'text/html; charset=utf-8' });
+      res.end(form('from another origin'));
+    });
+    await new Promise((r) => other.listen(0, '127.0.0.1', r));
+    const otherPort = other.address().port;
+    const page = await context.newPage();
+    page.setDefaultTimeout(10_000);
+
+    // Submits the page at `url`'s form and returns the /publish answer.
+    const submit = async (url) => {
+      const answer = page.waitForResponse((r) => r.url() === `${target.url}/publish`, { timeout: 10_000 });
+      await page.goto(url, { waitUntil: 'commit' });
+      const r = await answer;
+      return { status: r.status(), text: (await r.text()).trim(), headers: await r.request().allHeaders() };
+    };
+
+    await test('a cross-origin form POST cannot publish without a token (CSRF)', async () => {
+      assert(await publishedTotal(target) === 0, 'something was published before the test');
+      // Same site (127.0.0.1), another port: another origin.
+      const a = await submit(`http://127.0.0.1:${otherPort}/`);
+      assert(a.headers.origin === `http://127.0.0.1:${otherPort}`, `Chromium sent Origin ${a.headers.origin}`);
+      assert(a.status === 403, `same-site, cross-origin form: ${a.status} ${a.text}`);
+      // Another site (localhost is not 127.0.0.1): Sec-Fetch-Site says cross-site.
+      const b = await submit(`http://localhost:${otherPort}/`);
+      assert(b.headers['sec-fetch-site'] === 'cross-site', `Chromium sent Sec-Fetch-Site ${b.headers['sec-fetch-site']}`);
+      assert(b.status === 403, `cross-site form: ${b.status} ${b.text}`);
+      const n = await publishedTotal(target);
+      assert(n === 0, `a cross-origin form published ${n} event(s)`);
+    });
+
+    await test('the same form on the server\'s own origin publishes', async () => {
+      const before = await publishedTotal(target);
+      const own = await submit(`${target.url}/own.html`);
+      assert(own.status === 200 && /^\{"id":"\d+"\}$/.test(own.text), `own-origin form: ${own.status} ${own.text}`);
+      const n = await publishedTotal(target) - before;
+      assert(n === 1, `the own-origin form published ${n} event(s), want 1`);
+    });
+  } finally {
+    await context.close().catch(() => {});
+    if (other) other.close();
+    if (target) await stopServer(target);
+    fs.rmSync(dir, { recursive: true, force: true });
   }
 }
 

@@ -75,10 +75,14 @@ pub(crate) fn try_stream(sh: &Arc<Shared>, rq: Request) -> Option<Request> {
     } else {
         return Some(rq);
     };
-    if *rq.method() != Method::Get {
-        let _ = rq.respond(method_not_allowed("GET"));
-        return None;
-    }
+    let head = match rq.method() {
+        Method::Get => false,
+        Method::Head => true,
+        _ => {
+            let _ = rq.respond(method_not_allowed("GET, HEAD"));
+            return None;
+        }
+    };
     let sreq = match StreamRequest::from_http(&rq) {
         Ok(s) => s,
         Err(_) => {
@@ -86,6 +90,10 @@ pub(crate) fn try_stream(sh: &Arc<Shared>, rq: Request) -> Option<Request> {
             return None;
         }
     };
+    if head {
+        let _ = rq.respond(stream_head(sh, &kind, &sreq));
+        return None;
+    }
     match kind {
         Kind::Events => start_events(sh, rq, &sreq),
         Kind::Firehose => start_firehose(sh, rq, &sreq),
@@ -98,6 +106,51 @@ enum Kind {
     Events,
     Firehose,
     Custom(Arc<crate::server::StreamHandler>),
+}
+
+/// The answer to `HEAD` on a stream: the status and head a `GET` would get,
+/// from the same checks, but nothing opened: no slot taken, no subscriber
+/// registered, no producer started (tiny_http sends no body for `HEAD`).
+fn stream_head(sh: &Shared, kind: &Kind, sreq: &StreamRequest) -> Reply {
+    match kind {
+        Kind::Events => {
+            let mut topics = sreq.query_all("topic").peekable();
+            if topics.peek().is_none() {
+                return text(400, "missing topic parameter");
+            }
+            if !topics.all(crate::hub::valid_topic) {
+                return text(400, &SubscribeError::InvalidTopic.to_string());
+            }
+        }
+        Kind::Firehose => {
+            if let Err(reason) = firehose_params(sreq) {
+                return text(400, &reason);
+            }
+        }
+        Kind::Custom(_) => {}
+    }
+    if sh.metrics.streams_active() >= sh.config.max_streams {
+        return over_capacity_reply();
+    }
+    let mut r = Response::new(
+        tiny_http::StatusCode(200),
+        Vec::new(),
+        Cursor::new(Vec::new()),
+        None,
+        None,
+    );
+    let cors = sh.config.cors_origin.as_deref();
+    for (k, v) in [
+        ("Content-Type", Some("text/event-stream")),
+        ("Cache-Control", Some("no-cache")),
+        ("X-Accel-Buffering", Some("no")),
+        ("Access-Control-Allow-Origin", cors),
+    ] {
+        if let Some(h) = v.and_then(|v| header(k, v)) {
+            r.add_header(h);
+        }
+    }
+    r
 }
 
 fn writer_for(sh: &Shared, rq: &Request, slot: &StreamSlot) -> StreamWriter {
@@ -134,12 +187,16 @@ where
     }
 }
 
-fn over_capacity(rq: Request) {
+fn over_capacity_reply() -> Reply {
     let mut r = text(503, "too many open streams, try again later");
     if let Some(h) = header("Retry-After", "5") {
         r.add_header(h);
     }
-    let _ = rq.respond(r);
+    r
+}
+
+fn over_capacity(rq: Request) {
+    let _ = rq.respond(over_capacity_reply());
 }
 
 fn log_end(path: &str, end: &StreamEnd) {
@@ -363,6 +420,11 @@ fn static_file(sh: &Shared, rq: Request, path: &str) {
             if let Some(h) = header("Cache-Control", "no-cache") {
                 r.add_header(h);
             }
+            // Browsers take each file as its Content-Type says, never guess
+            // a script or a page out of a text file's bytes.
+            if let Some(h) = header("X-Content-Type-Options", "nosniff") {
+                r.add_header(h);
+            }
             let _ = rq.respond(r);
         }
         Err(_) => {
@@ -436,10 +498,149 @@ pub(crate) fn parse_publish(body: &[u8], json: bool) -> Result<Publish, String> 
     if !crate::hub::valid_topic(&topic) {
         return Err(PublishError::InvalidTopic.to_string());
     }
+    // Subscribers take a `gap` event as the server's word that they missed
+    // events and must refetch their state: a publisher may not forge it.
+    if event == "gap" {
+        return Err("event type gap is reserved for the server".into());
+    }
     let event = Event::data(data)
         .with_event(event)
         .map_err(|e| e.to_string())?;
     Ok(Publish { topic, event })
+}
+
+/// The token given in `Authorization`, whatever the case of its scheme
+/// (RFC 7235: `bearer` is `Bearer`).
+fn bearer_token(value: &str) -> Option<&str> {
+    let (scheme, token) = value.trim().split_once([' ', '\t'])?;
+    scheme
+        .eq_ignore_ascii_case("Bearer")
+        .then_some(token.trim())
+}
+
+/// Why a token-less publish is refused, if it is: the request must be a
+/// plain local one, as only the machine's own users could then publish.
+/// Each rule closes a way for a remote party to look local.
+fn not_plain_local(sh: &Shared, rq: &Request) -> Option<&'static str> {
+    let all = |name: &'static str| {
+        rq.headers()
+            .iter()
+            .filter(move |h| h.field.as_str().as_str().eq_ignore_ascii_case(name))
+            .map(|h| h.value.as_str().trim())
+    };
+    // Behind a reverse proxy every peer is loopback: a forwarded request
+    // needs a token.
+    let proxied = ["Forwarded", "X-Forwarded-For", "X-Real-IP", "Via"]
+        .iter()
+        .any(|h| all(h).next().is_some());
+    if proxied {
+        return Some("publishing through a proxy needs a publish token (--publish-token)");
+    }
+    // A dual-stack listener sees IPv4 peers as ::ffff:a.b.c.d.
+    if !rq
+        .remote_addr()
+        .is_some_and(|a| a.ip().to_canonical().is_loopback())
+    {
+        return Some("publishing is allowed from loopback only (no token set)");
+    }
+    // A page whose name an attacker re-points at 127.0.0.1 (DNS rebinding)
+    // sends its own name; a proxy sends the upstream or the public name. No
+    // Host at all (HTTP/1.0) passes: browsers and proxies always send one,
+    // and whoever can leave it out could as well send `Host: localhost`.
+    if !all("Host").all(loopback_host) {
+        return Some(
+            "publishing without a token needs a loopback Host (localhost, 127.0.0.1, [::1])",
+        );
+    }
+    // A browser says where a request comes from: a form or fetch from
+    // another site must not publish with the user's local access (CSRF).
+    // The one origin the operator trusts with --cors-origin may, even from
+    // another site (then the browser says cross-site).
+    let cors = sh.config.cors_origin.as_deref();
+    let mut origins = all("Origin").peekable();
+    let trusted =
+        origins.peek().is_some() && origins.all(|o| cors.is_some_and(|c| origin_eq(o, c)));
+    if trusted {
+        return None;
+    }
+    if all("Sec-Fetch-Site").any(|v| v.eq_ignore_ascii_case("cross-site")) {
+        return Some("cross-site publishing needs a publish token (--publish-token)");
+    }
+    let own = all("Host").next().unwrap_or("");
+    if !all("Origin").all(|o| same_origin(o, own)) {
+        return Some(
+            "publishing from another origin needs a publish token (--publish-token) or --cors-origin",
+        );
+    }
+    None
+}
+
+/// Whether a `Host` value names this machine: `localhost`, a name under
+/// `.localhost` (RFC 6761 keeps them all on loopback, so they are no weaker
+/// than `localhost` itself), `127.0.0.0/8` or `[::1]`, with or without a
+/// port.
+fn loopback_host(host: &str) -> bool {
+    let host = host.to_ascii_lowercase();
+    let bracketed = host.starts_with('[');
+    let (name, port) = if bracketed {
+        match host[1..].split_once(']') {
+            Some(split) => split,
+            None => return false,
+        }
+    } else {
+        host.split_at(host.find(':').unwrap_or(host.len()))
+    };
+    let port_ok = port.is_empty()
+        || port.strip_prefix(':').is_some_and(|p| {
+            p.is_empty() || (p.bytes().all(|b| b.is_ascii_digit()) && p.parse::<u16>().is_ok())
+        });
+    let name_ok = if bracketed {
+        name.parse::<std::net::Ipv6Addr>()
+            .is_ok_and(|ip| ip.to_canonical().is_loopback())
+    } else {
+        name == "localhost"
+            || name.strip_suffix(".localhost").is_some_and(|sub| {
+                sub.split('.').all(|label| {
+                    !label.is_empty()
+                        && label
+                            .bytes()
+                            .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                })
+            })
+            || name
+                .parse::<std::net::Ipv4Addr>()
+                .is_ok_and(|ip| ip.is_loopback())
+    };
+    port_ok && name_ok
+}
+
+/// Two origins (`scheme://host[:port]`) compared as a browser serialises
+/// them: case-insensitive, a trailing `/` ignored.
+fn origin_eq(a: &str, b: &str) -> bool {
+    a.trim_end_matches('/')
+        .eq_ignore_ascii_case(b.trim_end_matches('/'))
+}
+
+/// Whether `origin` is this server's own, as reached through `host`: plain
+/// HTTP (tinysse has no TLS) at the same host and port. `null` (a sandboxed
+/// or file page) is never.
+fn same_origin(origin: &str, host: &str) -> bool {
+    let Some(authority) = origin
+        .get(..7)
+        .filter(|s| s.eq_ignore_ascii_case("http://"))
+        .map(|_| origin[7..].trim_end_matches('/'))
+    else {
+        return false;
+    };
+    // Port 80 is left out of both by browsers, but either may spell it.
+    let plain = |s: &str| -> String {
+        let s = s.to_ascii_lowercase();
+        match s.strip_suffix(":80") {
+            Some(p) => p.to_string(),
+            None => s,
+        }
+    };
+    !host.is_empty() && plain(authority) == plain(host)
 }
 
 fn publish(sh: &Shared, mut rq: Request) {
@@ -449,9 +650,9 @@ fn publish(sh: &Shared, mut rq: Request) {
     match &sh.config.publish_token {
         Some(token) => {
             let given = request_header(&rq, "Authorization")
-                .and_then(|v| v.strip_prefix("Bearer "))
+                .and_then(bearer_token)
                 .unwrap_or("");
-            if !constant_time_eq(given.trim().as_bytes(), token.as_bytes()) {
+            if !constant_time_eq(given.as_bytes(), token.as_bytes()) {
                 let mut r = text(401, "missing or wrong bearer token");
                 if let Some(h) = header("WWW-Authenticate", "Bearer") {
                     r.add_header(h);
@@ -460,28 +661,8 @@ fn publish(sh: &Shared, mut rq: Request) {
             }
         }
         None => {
-            // Behind a reverse proxy every peer is loopback, so the rule
-            // would let anyone publish: a forwarded request needs a token.
-            let proxied = ["Forwarded", "X-Forwarded-For", "X-Real-IP"]
-                .iter()
-                .any(|h| request_header(&rq, h).is_some());
-            if proxied {
-                return reply(
-                    rq,
-                    text(
-                        403,
-                        "publishing through a proxy needs a publish token (--publish-token)",
-                    ),
-                );
-            }
-            if !rq.remote_addr().is_some_and(|a| a.ip().is_loopback()) {
-                return reply(
-                    rq,
-                    text(
-                        403,
-                        "publishing is allowed from loopback only (no token set)",
-                    ),
-                );
+            if let Some(reason) = not_plain_local(sh, &rq) {
+                return reply(rq, text(403, reason));
             }
         }
     }
@@ -553,6 +734,95 @@ mod tests {
         assert!(parse_publish(br#"{"topic":"a b","data":1}"#, true).is_err());
         assert!(parse_publish(b"[1]", true).is_err());
         assert!(parse_publish(b"\xff", false).is_err());
+    }
+
+    #[test]
+    fn gap_is_reserved() {
+        for body in [
+            &br#"{"topic":"a","data":1,"event":"gap"}"#[..],
+            b"topic=a&data=x&event=gap",
+        ] {
+            let json = body.starts_with(b"{");
+            let err = parse_publish(body, json).unwrap_err();
+            assert!(err.contains("gap"), "{err}");
+        }
+        // Only the exact type: a subscriber's listener for `gap` never sees these.
+        assert!(parse_publish(br#"{"topic":"a","data":1,"event":"GAP"}"#, true).is_ok());
+        assert!(parse_publish(br#"{"topic":"a","data":1,"event":"gaps"}"#, true).is_ok());
+    }
+
+    #[test]
+    fn loopback_hosts() {
+        for ok in [
+            "localhost",
+            "LOCALHOST:8080",
+            "localhost:",
+            "app.localhost",
+            "a-b.c.localhost:1",
+            "127.0.0.1",
+            "127.0.0.1:65535",
+            "127.255.0.9:80",
+            "[::1]",
+            "[::1]:8080",
+            "[0:0:0:0:0:0:0:1]:1",
+            "[::ffff:127.0.0.1]:9",
+        ] {
+            assert!(loopback_host(ok), "{ok}");
+        }
+        for bad in [
+            "",
+            "t",
+            "evil.example",
+            "evil.example:8080",
+            "localhost.evil.example",
+            "localhost.",
+            ".localhost",
+            "a..localhost",
+            "evil_x.localhost",
+            "127.0.0.1.evil.example",
+            "128.0.0.1",
+            "0.0.0.0",
+            "10.0.0.1:80",
+            "127.1",
+            "0x7f000001",
+            "localhost:+80",
+            "localhost:65536",
+            "localhost:80:80",
+            "localhost:8080@evil.example",
+            "[::1",
+            "[::1]x",
+            "[::1]:x",
+            "[::2]",
+            "[::]:80",
+            "::1",
+            "[::ffff:10.0.0.1]",
+        ] {
+            assert!(!loopback_host(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn own_origin() {
+        assert!(same_origin("http://127.0.0.1:8080", "127.0.0.1:8080"));
+        assert!(same_origin("HTTP://LocalHost:8080/", "localhost:8080"));
+        assert!(same_origin("http://localhost", "localhost:80"));
+        assert!(same_origin("http://localhost:80", "localhost"));
+        assert!(!same_origin("http://127.0.0.1:8081", "127.0.0.1:8080"));
+        assert!(!same_origin("http://localhost:8080", "127.0.0.1:8080"));
+        assert!(!same_origin("https://127.0.0.1:8080", "127.0.0.1:8080"));
+        assert!(!same_origin("null", "127.0.0.1:8080"));
+        assert!(!same_origin("http://", ""));
+        assert!(!same_origin("http:/é", "x"));
+    }
+
+    #[test]
+    fn bearer_scheme_is_case_insensitive() {
+        assert_eq!(bearer_token("Bearer tok"), Some("tok"));
+        assert_eq!(bearer_token("bearer tok"), Some("tok"));
+        assert_eq!(bearer_token("BEARER\t tok "), Some("tok"));
+        assert_eq!(bearer_token("Basic tok"), None);
+        assert_eq!(bearer_token("Bearertok"), None);
+        assert_eq!(bearer_token("tok"), None);
     }
 
     #[test]

@@ -376,6 +376,13 @@ impl ServerBuilder {
         let local = listener
             .local_addr()
             .map_err(|e| StartError::Bind(addr, e))?;
+        if self.settings.publish_token.is_none() && !local.ip().to_canonical().is_loopback() {
+            log::warn!(
+                "listening on {local} (not only loopback) with no publish token: only local \
+                 clients may publish, but a forwarder on this host makes anyone look local; \
+                 set --publish-token"
+            );
+        }
         let max_connections = self.max_connections.unwrap_or_else(|| {
             usize::try_from(self.settings.max_streams)
                 .unwrap_or(usize::MAX)

@@ -284,6 +284,10 @@ impl StreamWriter {
             "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n\
              Cache-Control: no-cache\r\nX-Accel-Buffering: no\r\n",
         );
+        // tiny_http dates every answer it writes; this head it never sees.
+        head.push_str("Date: ");
+        head.push_str(&httpdate::fmt_http_date(std::time::SystemTime::now()));
+        head.push_str("\r\n");
         head.push_str(if self.chunked {
             "Transfer-Encoding: chunked\r\n"
         } else {

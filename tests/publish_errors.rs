@@ -110,7 +110,7 @@ fn a_large_content_length_is_refused_before_the_body_is_read() {
     s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     // Announce 10 MB and send none of it: the answer must come anyway.
     s.write_all(
-        b"POST /publish HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nContent-Length: 10000000\r\n\r\n",
+        b"POST /publish HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: 10000000\r\n\r\n",
     )
     .unwrap();
     let mut buf = [0u8; 512];
@@ -123,7 +123,7 @@ fn a_large_content_length_is_refused_before_the_body_is_read() {
     let r = raw(
         srv.addr(),
         format!(
-            "POST /publish HTTP/1.1\r\nHost: t\r\nConnection: close\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n7d0\r\n{}\r\n0\r\n\r\n",
+            "POST /publish HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n7d0\r\n{}\r\n0\r\n\r\n",
             "x".repeat(2000)
         )
         .as_bytes(),
@@ -237,5 +237,120 @@ fn with_a_token_any_peer_needs_it() {
         body,
     );
     assert_eq!(r.status, 200);
+    srv.stop();
+}
+
+#[test]
+fn the_bearer_scheme_is_case_insensitive() {
+    let srv = start(builder().publish_token(Some("tok".into())));
+    let body = br#"{"topic":"t","data":1}"#;
+    for (n, auth) in ["bearer tok", "BEARER tok", "Bearer  tok"]
+        .iter()
+        .enumerate()
+    {
+        let r = request(
+            srv.addr(),
+            "POST",
+            "/publish",
+            &[JSON, ("Authorization", auth)],
+            body,
+        );
+        assert_eq!(r.status, 200, "{auth}: {}", r.body);
+        assert_eq!(srv.handle().metrics().events_published(), n as u64 + 1);
+    }
+    for auth in ["Basic tok", "bearertok", "tok", "bearer TOK"] {
+        let r = request(
+            srv.addr(),
+            "POST",
+            "/publish",
+            &[JSON, ("Authorization", auth)],
+            body,
+        );
+        assert_eq!(r.status, 401, "{auth}: {}", r.body);
+    }
+    srv.stop();
+}
+
+#[test]
+fn event_type_gap_is_reserved_for_the_server() {
+    let srv = start(builder());
+    let a = srv.addr();
+    let mut watcher = sse(a, "/events?topic=t", &[]);
+    refused(
+        &srv,
+        request(
+            a,
+            "POST",
+            "/publish",
+            &[JSON],
+            br#"{"topic":"t","data":1,"event":"gap"}"#,
+        ),
+        400,
+    );
+    let form = ("Content-Type", "application/x-www-form-urlencoded");
+    refused(
+        &srv,
+        request(a, "POST", "/publish", &[form], b"topic=t&data=x&event=gap"),
+        400,
+    );
+    // Any other type is fine, and is the first thing the watcher sees.
+    let r = request(
+        a,
+        "POST",
+        "/publish",
+        &[JSON],
+        br#"{"topic":"t","data":2,"event":"gaps"}"#,
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    let m = watcher.next_message().unwrap().unwrap();
+    assert_eq!((m.event.as_str(), m.data.as_str()), ("gaps", "2"));
+    srv.stop();
+}
+
+#[test]
+fn a_403_comes_after_405_and_before_415_413_and_400() {
+    let srv = start(builder().max_body(30));
+    let a = srv.addr();
+    let long = br#"{"topic":"t","data":"far, far too long"}"#;
+    let cross = ("Origin", "http://evil.example");
+    let text_plain = ("Content-Type", "text/plain");
+    // 405 beats 403.
+    refused(
+        &srv,
+        request(a, "PUT", "/publish", &[cross, text_plain], long),
+        405,
+    );
+    // 403 beats 415, 413 and 400, for each way of not being plain local.
+    for hostile in [
+        cross,
+        ("Sec-Fetch-Site", "cross-site"),
+        ("Via", "1.1 proxy"),
+        ("X-Forwarded-For", "192.0.2.1"),
+    ] {
+        refused(
+            &srv,
+            request(a, "POST", "/publish", &[hostile, text_plain], long),
+            403,
+        );
+        refused(
+            &srv,
+            request(a, "POST", "/publish", &[hostile, JSON], long),
+            403,
+        );
+        refused(
+            &srv,
+            request(a, "POST", "/publish", &[hostile, JSON], b"{{"),
+            403,
+        );
+    }
+    // A foreign Host too.
+    let mut req = format!(
+        "POST /publish HTTP/1.1\r\nHost: evil.example\r\nConnection: close\r\n\
+         Content-Type: text/plain\r\nContent-Length: {}\r\n\r\n",
+        long.len()
+    )
+    .into_bytes();
+    req.extend_from_slice(long);
+    refused(&srv, raw(a, &req), 403);
     srv.stop();
 }

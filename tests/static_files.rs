@@ -123,7 +123,7 @@ fn unknown_paths_and_methods() {
     assert_eq!(r.status, 405);
     let r = request(a, "POST", "/events?topic=a", &[], b"");
     assert_eq!(r.status, 405);
-    assert_eq!(r.header("Allow"), Some("GET"));
+    assert_eq!(r.header("Allow"), Some("GET, HEAD"));
     let r = request(a, "GET", "/publish", &[], b"");
     assert_eq!(r.status, 405);
     srv.stop();

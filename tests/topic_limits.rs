@@ -32,7 +32,7 @@ fn a_flood_of_new_topics_is_capped() {
         let body = format!(r#"{{"topic":"flood-{i}","data":"{data}"}}"#);
         // One write per request: several small ones would wait on Nagle.
         let req = format!(
-            "POST /publish HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            "POST /publish HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
             body.len()
         );
         w.write_all(req.as_bytes()).unwrap();

@@ -469,7 +469,7 @@ impl Publisher {
         self.req.clear();
         write!(
             self.req,
-            "POST /publish HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\n\
+            "POST /publish HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n\
              Content-Length: {}\r\n\r\n{body}",
             body.len()
         )?;

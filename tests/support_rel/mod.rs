@@ -91,7 +91,7 @@ pub fn publish(addr: SocketAddr, topic: &str, data: &str) -> u16 {
 fn publish_request(topic: &str, data: &str) -> Vec<u8> {
     let body = format!("{{\"topic\":\"{topic}\",\"data\":\"{data}\"}}");
     format!(
-        "POST /publish HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\
+        "POST /publish HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\
          Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
         body.len()
     )
