@@ -393,6 +393,7 @@ impl ServerBuilder {
         let limits = tiny_http::ConnectionLimits {
             max_connections: Some(max_connections.max(1)),
             head_timeout: self.head_timeout,
+            body_timeout: self.head_timeout,
             max_head_bytes: Some(MAX_HEAD_BYTES),
         };
         let http = tiny_http::Server::from_listener_with_limits(listener, None, limits)
