@@ -128,7 +128,10 @@ fn parse_responses(mut b: &[u8]) -> Vec<Resp> {
             headers,
             body: Vec::new(),
         };
-        if let Some(n) = r.header("Content-Length").and_then(|v| v.parse::<usize>().ok()) {
+        if let Some(n) = r
+            .header("Content-Length")
+            .and_then(|v| v.parse::<usize>().ok())
+        {
             let n = n.min(b.len());
             r.body = b[..n].to_vec();
             b = &b[n..];
@@ -141,8 +144,8 @@ fn parse_responses(mut b: &[u8]) -> Vec<Resp> {
                     b = &[];
                     break;
                 };
-                let size = usize::from_str_radix(&String::from_utf8_lossy(&b[..eol]), 16)
-                    .unwrap_or(0);
+                let size =
+                    usize::from_str_radix(&String::from_utf8_lossy(&b[..eol]), 16).unwrap_or(0);
                 b = &b[eol + 2..];
                 if size == 0 {
                     b = b.strip_prefix(b"\r\n").unwrap_or(b);
@@ -270,8 +273,10 @@ fn folded_header_lines() {
     // A proxy that unfolds sees only Content-Length; upstream tiny_http
     // took the folded line for a real Transfer-Encoding.
     refused(
-        format!("{PUBLISH}Content-Length: 5\r\nX-Pad: a\r\n Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n")
-            .as_bytes(),
+        format!(
+            "{PUBLISH}Content-Length: 5\r\nX-Pad: a\r\n Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n"
+        )
+        .as_bytes(),
         400,
     );
     refused(
@@ -285,8 +290,7 @@ fn chunk_sizes_are_hex_digits_only() {
     // `+18` is 24 bytes to a lenient decoder.
     let data = "x".repeat(24);
     refused(
-        format!("{PUBLISH}Transfer-Encoding: chunked\r\n\r\n+18\r\n{data}\r\n0\r\n\r\n")
-            .as_bytes(),
+        format!("{PUBLISH}Transfer-Encoding: chunked\r\n\r\n+18\r\n{data}\r\n0\r\n\r\n").as_bytes(),
         400,
     );
     refused(
@@ -451,7 +455,10 @@ fn trickle(head: &str) -> (Exchange, Duration, Running) {
 #[test]
 fn a_trickled_body_has_one_deadline() {
     let (x, took, server) = trickle(&format!("{PUBLISH}Content-Length: 5000\r\n\r\n"));
-    assert!(took < Duration::from_millis(3500), "answered after {took:?}");
+    assert!(
+        took < Duration::from_millis(3500),
+        "answered after {took:?}"
+    );
     assert_eq!(x.responses.len(), 1, "{}", x.raw);
     assert_eq!(x.responses[0].status, 400, "{}", x.raw);
     assert!(x.responses[0].closes(), "{}", x.raw);
@@ -464,7 +471,10 @@ fn connection_upgrade_does_not_make_the_body_the_socket() {
     let (x, took, server) = trickle(&format!(
         "{PUBLISH}Connection: upgrade\r\nUpgrade: websocket\r\nContent-Length: 5000\r\n\r\n"
     ));
-    assert!(took < Duration::from_millis(3500), "answered after {took:?}");
+    assert!(
+        took < Duration::from_millis(3500),
+        "answered after {took:?}"
+    );
     assert_eq!(x.responses.len(), 1, "{}", x.raw);
     assert_eq!(x.responses[0].status, 400, "{}", x.raw);
     assert!(x.responses[0].closes(), "{}", x.raw);

@@ -126,7 +126,10 @@ fn a_publish_smuggled_through_nginx_never_runs() {
             nginx.error_log()
         );
         let got = before_sentinel(&server, stream, topic);
-        assert!(got.is_empty(), "{version}: the smuggled publish ran: {got:?}");
+        assert!(
+            got.is_empty(),
+            "{version}: the smuggled publish ran: {got:?}"
+        );
     }
     // Only the two sentinels were ever published.
     assert_eq!(server.handle().metrics().events_published(), 2);
@@ -163,7 +166,10 @@ fn a_smuggled_request_cannot_swallow_the_next_users_request() {
                 .any(|d| d.contains("innocent") || d.contains(COOKIE)),
             "{version}: the next user's request reached the attacker: {got:?}"
         );
-        assert!(got.is_empty(), "{version}: something was published: {got:?}");
+        assert!(
+            got.is_empty(),
+            "{version}: something was published: {got:?}"
+        );
     }
     assert_eq!(server.handle().metrics().events_published(), 2);
 }

@@ -11,7 +11,9 @@ use std::time::{Duration, Instant};
 use crate::common::HTTPVersion;
 use crate::head::{parse_head, HeadError, HeadScanner};
 use crate::util::RefinedTcpStream;
-use crate::util::{DeadlineReader, SequentialReader, SequentialReaderBuilder, SequentialWriterBuilder};
+use crate::util::{
+    DeadlineReader, SequentialReader, SequentialReaderBuilder, SequentialWriterBuilder,
+};
 use crate::Request;
 
 /// How long, at most, a connection closed with unread input is drained
@@ -265,8 +267,8 @@ impl ClientConnection {
     fn refuse(&mut self, status: u16, reason: &str) {
         use crate::{Response, StatusCode};
         if let Some(writer) = self.sink.next() {
-            let response = Response::from_string(format!("{reason}\n"))
-                .with_status_code(StatusCode(status));
+            let response =
+                Response::from_string(format!("{reason}\n")).with_status_code(StatusCode(status));
             let _ = response.print(writer, HTTPVersion(1, 1), &[], false, None, true);
         }
         self.close_gracefully();

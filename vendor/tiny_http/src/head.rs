@@ -105,6 +105,13 @@ impl HeadScanner {
     }
 }
 
+/// Where the request head at the start of `bytes` ends, as the connection
+/// finds it (see `HeadScanner`). For the fuzz target.
+#[doc(hidden)]
+pub fn head_end(bytes: &[u8]) -> Option<usize> {
+    HeadScanner::default().feed(bytes)
+}
+
 /// Parses a complete request head (as delimited by `HeadScanner`) and
 /// decides how its body is framed. Never panics, whatever `head` holds.
 #[doc(hidden)]
@@ -307,11 +314,26 @@ mod tests {
     #[test]
     fn framing_rules() {
         let with = |hs: &str| status(&format!("POST / HTTP/1.1\r\n{hs}\r\n"));
-        assert_eq!(with("Content-Length: 5\r\nTransfer-Encoding: chunked\r\n"), 400);
-        assert_eq!(with("Transfer-Encoding: chunked\r\nContent-Length: 5\r\n"), 400);
+        assert_eq!(
+            with("Content-Length: 5\r\nTransfer-Encoding: chunked\r\n"),
+            400
+        );
+        assert_eq!(
+            with("Transfer-Encoding: chunked\r\nContent-Length: 5\r\n"),
+            400
+        );
         assert_eq!(with("Content-Length: 5\r\nContent-Length: 6\r\n"), 400);
         assert_eq!(with("Content-Length: 5\r\nContent-Length: 5\r\n"), 200);
-        for cl in ["+24", "-1", "1 2", "0x10", "1,1", "", "18446744073709551616", "1_0"] {
+        for cl in [
+            "+24",
+            "-1",
+            "1 2",
+            "0x10",
+            "1,1",
+            "",
+            "18446744073709551616",
+            "1_0",
+        ] {
             assert_eq!(with(&format!("Content-Length: {cl}\r\n")), 400, "{cl:?}");
         }
         assert_eq!(with("Content-Length: 18446744073709551615\r\n"), 200);
@@ -319,7 +341,10 @@ mod tests {
         assert_eq!(with("Transfer-Encoding: identity\r\n"), 501);
         assert_eq!(with("Transfer-Encoding: xchunked\r\n"), 501);
         assert_eq!(with("Transfer-Encoding: chunked, chunked\r\n"), 400);
-        assert_eq!(with("Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n"), 400);
+        assert_eq!(
+            with("Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n"),
+            400
+        );
         assert_eq!(with("Transfer-Encoding: chunked,\r\n"), 400);
         assert_eq!(with("Transfer-Encoding: CHUNKED\r\n"), 200);
         assert_eq!(with("X-A: 1\r\n Transfer-Encoding: chunked\r\n"), 400);

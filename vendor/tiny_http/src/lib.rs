@@ -118,7 +118,7 @@ pub use test::TestRequest;
 
 // For the fuzz target (PATCHES.md, 18): not part of the API.
 #[doc(hidden)]
-pub use head::{parse_head, Framing, HeadError, ParsedHead};
+pub use head::{head_end, parse_head, Framing, HeadError, ParsedHead};
 #[doc(hidden)]
 pub use util::chunked::decode_chunked;
 

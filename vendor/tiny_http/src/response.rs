@@ -394,7 +394,8 @@ where
             );
             transfer_encoding = None;
         } else if close {
-            self.headers.push(Header::from_bytes(&b"Connection"[..], &b"close"[..]).unwrap());
+            self.headers
+                .push(Header::from_bytes(&b"Connection"[..], &b"close"[..]).unwrap());
         }
 
         // if the transfer encoding is identity, the content length must be known ; therefore if

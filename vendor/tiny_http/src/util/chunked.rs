@@ -178,7 +178,9 @@ fn parse_size_line(line: &[u8]) -> Option<u64> {
         // Whitespace after the size is only allowed before an extension.
         None => None,
         Some(i) if rest[i] == b';' => {
-            let ok = rest[i..].iter().all(|&b| b == b'\t' || (b >= 0x20 && b != 0x7f));
+            let ok = rest[i..]
+                .iter()
+                .all(|&b| b == b'\t' || (b >= 0x20 && b != 0x7f));
             ok.then_some(size)
         }
         Some(_) => None,
@@ -231,7 +233,11 @@ mod tests {
         let mut out = Vec::new();
         let r = ChunkedDecoder::new(&mut cursor, Some(done.clone())).read_to_end(&mut out);
         let left = cursor.len();
-        (r.map(|_| out), input.len() - left, done.load(Ordering::Acquire))
+        (
+            r.map(|_| out),
+            input.len() - left,
+            done.load(Ordering::Acquire),
+        )
     }
 
     #[test]

@@ -26,11 +26,7 @@ where
 {
     /// Reads `size` bytes from `reader`; `done` is set once they all were.
     pub fn new(reader: R, size: usize, done: Option<Arc<AtomicBool>>) -> EqualReader<R> {
-        let r = EqualReader {
-            reader,
-            size,
-            done,
-        };
+        let r = EqualReader { reader, size, done };
         r.mark_if_done();
         r
     }
