@@ -7,7 +7,7 @@ secs=${1:-60}
 cd "$(dirname "$0")"
 command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
 export RUSTC_BOOTSTRAP=1
-for t in sse_reader publish request_path; do
+for t in sse_reader publish request_path http_head; do
     mkdir -p "corpus/$t"
     echo "fuzzing $t for ${secs}s"
     cargo fuzz run "$t" "corpus/$t" "seeds/$t" -- -max_total_time="$secs" -max_len=4096

@@ -391,6 +391,7 @@ impl ServerBuilder {
         let limits = tiny_http::ConnectionLimits {
             max_connections: Some(max_connections.max(1)),
             head_timeout: self.head_timeout,
+            body_timeout: self.head_timeout,
             max_head_bytes: Some(MAX_HEAD_BYTES),
         };
         let metrics = Arc::new(Metrics::default());

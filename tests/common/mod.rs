@@ -9,6 +9,8 @@ use std::time::{Duration, Instant};
 
 use tinysse::{EventStream, ServerBuilder, ServerHandle};
 
+pub mod nginx;
+
 pub const TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A builder for tests: any free port, no demo, no static files, no heartbeat.

@@ -1,19 +1,26 @@
-use ascii::AsciiString;
-
 use std::io::Error as IoError;
 use std::io::Result as IoResult;
-use std::io::{BufReader, BufWriter, ErrorKind, Read};
+use std::io::{BufRead, BufReader, BufWriter, ErrorKind, Read};
 
 use std::io::Write;
 use std::net::SocketAddr;
-use std::str::FromStr;
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
-use crate::common::{HTTPVersion, Method};
+use crate::common::HTTPVersion;
+use crate::head::{parse_head, HeadError, HeadScanner};
 use crate::util::RefinedTcpStream;
-use crate::util::{SequentialReader, SequentialReaderBuilder, SequentialWriterBuilder};
+use crate::util::{
+    DeadlineReader, SequentialReader, SequentialReaderBuilder, SequentialWriterBuilder,
+};
 use crate::Request;
+
+/// How long, at most, a connection closed with unread input is drained
+/// after its last response (see `close_gracefully`).
+const LINGER_TIME: Duration = Duration::from_secs(1);
+/// How many bytes, at most, are drained then.
+const LINGER_BYTES: usize = 256 * 1024;
 
 /// A ClientConnection is an object that will store a socket to a client
 /// and return Request objects.
@@ -47,6 +54,9 @@ pub struct ClientConnection {
 
     // tells the connection slots when a new request starts
     progress: crate::util::Progress,
+    // the previous request's body was read in full; its response said
+    // `Connection: close` (see `Request::body_state`)
+    previous_body: Option<(Arc<AtomicBool>, Arc<AtomicBool>)>,
 }
 
 /// What the connection thread hears about the response to its last request.
@@ -67,11 +77,12 @@ pub(crate) enum Done {
 /// What runs with a handed-over socket (`Request::into_raw_stream_then`).
 pub(crate) type TakeOver = Box<dyn FnOnce(std::net::TcpStream) + Send + 'static>;
 
-/// Limits on reading a request head (see `ConnectionLimits`).
+/// Limits on reading a request head and body (see `ConnectionLimits`).
 #[derive(Clone, Debug, Default)]
 pub(crate) struct HeadLimits {
     pub(crate) timeout: Option<Duration>,
     pub(crate) max_bytes: Option<usize>,
+    pub(crate) body_timeout: Option<Duration>,
 }
 
 /// The response writer handed to a request: it reports to the connection
@@ -107,10 +118,8 @@ impl<W: Write> Drop for TrackedWriter<W> {
 /// Error that can happen when reading a request.
 #[derive(Debug)]
 enum ReadError {
-    WrongRequestLine,
-    WrongHeader(HTTPVersion),
-    /// the client sent an unrecognized `Expect` header
-    ExpectationFailed(HTTPVersion),
+    /// The head cannot be served (malformed, refused framing, HTTP/2...).
+    Refused(HeadError),
     ReadIoError(IoError),
     /// the head did not arrive in time; `partial` if some of it did
     HeadTimeout { partial: bool },
@@ -143,6 +152,7 @@ impl ClientConnection {
             limits,
             previous_response: None,
             progress,
+            previous_body: None,
         }
     }
 
@@ -151,122 +161,77 @@ impl ClientConnection {
         self.secure
     }
 
-    /// Reads the next line from self.next_header_source.
-    ///
-    /// Reads until `CRLF` is reached. The next read will start
-    ///  at the first byte of the new line. `budget` is what is left of the
-    ///  head size limit; `deadline` ends the wait for the head.
-    fn read_next_line(
-        &mut self,
-        budget: &mut usize,
-        deadline: Option<Instant>,
-        in_request_line: bool,
-    ) -> Result<AsciiString, ReadError> {
-        let mut buf = Vec::new();
-        let mut prev_byte_was_cr = false;
-
+    /// Reads a request head: the bytes up to its first empty line, at most
+    /// `max_head_bytes` of them, within `head_timeout`. Bytes after the head
+    /// stay in the connection's buffer, for the body or the next request.
+    fn read_head(&mut self) -> Result<Vec<u8>, ReadError> {
+        let deadline = self.limits.timeout.map(|t| Instant::now() + t);
+        let max = self.limits.max_bytes.unwrap_or(usize::MAX);
+        let mut head = Vec::new();
+        let mut scanner = HeadScanner::default();
+        let reader = match self.next_header_source.inner_mut() {
+            Some(r) => r,
+            None => return Err(ReadError::ReadIoError(ErrorKind::ConnectionAborted.into())),
+        };
         loop {
-            if let Some(deadline) = deadline {
+            if reader.buffer().is_empty() {
                 // Each socket read waits only until the deadline, so a head
                 // that trickles in byte by byte is cut off in time too.
-                let left = deadline.saturating_duration_since(Instant::now());
-                if left.is_zero() {
-                    return Err(ReadError::HeadTimeout {
-                        partial: !(in_request_line && buf.is_empty()),
-                    });
-                }
-                if let Some(reader) = self.next_header_source.inner_mut() {
-                    if reader.buffer().is_empty() {
-                        let _ = reader.get_ref().set_read_timeout(Some(left));
+                let wait = match deadline {
+                    Some(deadline) => {
+                        let left = deadline.saturating_duration_since(Instant::now());
+                        if left.is_zero() {
+                            return Err(ReadError::HeadTimeout {
+                                partial: scanner.started,
+                            });
+                        }
+                        Some(left)
                     }
-                }
+                    None => None,
+                };
+                let _ = reader.get_ref().set_read_timeout(wait);
             }
-
-            let byte = self.next_header_source.by_ref().bytes().next();
-
-            let byte = match byte {
-                Some(Ok(b)) => b,
-                Some(Err(e))
-                    if e.kind() == ErrorKind::WouldBlock || e.kind() == ErrorKind::TimedOut =>
-                {
+            let buf = match reader.fill_buf() {
+                Ok(buf) => buf,
+                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                Err(e) if e.kind() == ErrorKind::WouldBlock || e.kind() == ErrorKind::TimedOut => {
                     return Err(ReadError::HeadTimeout {
-                        partial: !(in_request_line && buf.is_empty()),
+                        partial: scanner.started,
                     })
                 }
-                Some(Err(e)) => return Err(ReadError::ReadIoError(e)),
-                None => {
-                    return Err(ReadError::ReadIoError(IoError::new(
-                        ErrorKind::ConnectionAborted,
-                        "Unexpected EOF",
-                    )))
-                }
+                Err(e) => return Err(ReadError::ReadIoError(e)),
             };
-
-            if byte == b'\n' && prev_byte_was_cr {
-                buf.pop(); // removing the '\r'
-                return AsciiString::from_ascii(buf).map_err(|_| {
-                    ReadError::ReadIoError(IoError::new(
-                        ErrorKind::InvalidInput,
-                        "Header is not in ASCII",
-                    ))
+            if buf.is_empty() {
+                return Err(ReadError::ReadIoError(IoError::new(
+                    ErrorKind::ConnectionAborted,
+                    "Unexpected EOF",
+                )));
+            }
+            let room = &buf[..buf.len().min(max - head.len())];
+            let (taken, complete) = match scanner.feed(room) {
+                Some(n) => (n, true),
+                None => (room.len(), false),
+            };
+            head.extend_from_slice(&room[..taken]);
+            reader.consume(taken);
+            if complete {
+                return Ok(head);
+            }
+            if head.len() >= max {
+                return Err(ReadError::HeadTooLarge {
+                    in_request_line: !scanner.past_request_line,
                 });
             }
-
-            if *budget == 0 {
-                return Err(ReadError::HeadTooLarge { in_request_line });
-            }
-            *budget -= 1;
-
-            prev_byte_was_cr = byte == b'\r';
-
-            buf.push(byte);
         }
     }
 
     /// Reads a request from the stream.
     /// Blocks until the header has been read.
     fn read(&mut self) -> Result<Request, ReadError> {
-        let deadline = self.limits.timeout.map(|t| Instant::now() + t);
-        let mut budget = self.limits.max_bytes.unwrap_or(usize::MAX);
-        let (method, path, version, headers) = {
-            // reading the request line
-            let (method, path, version) = {
-                let line = self.read_next_line(&mut budget, deadline, true)?;
-
-                parse_request_line(
-                    line.as_str().trim(), // TODO: remove this conversion
-                )?
-            };
-
-            // getting all headers
-            let headers = {
-                let mut headers = Vec::new();
-                loop {
-                    let line = self.read_next_line(&mut budget, deadline, false)?;
-
-                    if line.is_empty() {
-                        break;
-                    };
-                    headers.push(match FromStr::from_str(line.as_str().trim()) {
-                        // TODO: remove this conversion
-                        Ok(h) => h,
-                        _ => return Err(ReadError::WrongHeader(version)),
-                    });
-                }
-
-                headers
-            };
-
-            (method, path, version, headers)
-        };
-
-        // The body is read by the handler: each of its reads may wait as long
-        // as a whole head may take, no longer.
-        if let Some(timeout) = self.limits.timeout {
-            if let Some(reader) = self.next_header_source.inner_mut() {
-                let _ = reader.get_ref().set_read_timeout(Some(timeout));
-            }
-        }
+        let head = self.read_head()?;
+        let parsed = parse_head(&head).map_err(ReadError::Refused)?;
+        // One deadline for the whole body, from the end of its head.
+        let body_deadline = self.limits.body_timeout.map(|t| Instant::now() + t);
 
         // building the writer for the request
         let (done, previous_response) = mpsc::channel();
@@ -286,27 +251,74 @@ impl ClientConnection {
         // building the next reader
         let request = crate::request::new_request(
             self.secure,
-            method,
-            path,
-            version.clone(),
-            headers,
+            parsed.method,
+            parsed.target,
+            parsed.version,
+            parsed.headers,
             // a peer that reset at once has no address: not worth a panic
             self.remote_addr.as_ref().ok().copied().flatten(),
-            data_source,
+            DeadlineReader::new(data_source, body_deadline),
             writer,
         )
         .map_err(|e| {
             use crate::request;
             match e {
                 request::RequestCreationError::CreationIoError(e) => ReadError::ReadIoError(e),
-                request::RequestCreationError::ExpectationFailed => {
-                    ReadError::ExpectationFailed(version)
-                }
+                request::RequestCreationError::Head(e) => ReadError::Refused(e),
             }
         })?;
 
-        // return the request
-        Ok(request.with_detach(detach))
+        self.no_more_requests = parsed.last;
+        self.previous_body = Some(request.body_state());
+        Ok(request.with_detach(detach).with_last(parsed.last))
+    }
+
+    /// Answers `status` with a one-line `reason` and `Connection: close`,
+    /// then closes (see `close_gracefully`).
+    fn refuse(&mut self, status: u16, reason: &str) {
+        use crate::{Response, StatusCode};
+        if let Some(writer) = self.sink.next() {
+            let response =
+                Response::from_string(format!("{reason}\n")).with_status_code(StatusCode(status));
+            let _ = response.print(writer, HTTPVersion(1, 1), &[], false, None, true);
+        }
+        self.close_gracefully();
+    }
+
+    /// Ends a connection whose input is not all read (a body left unread, a
+    /// refused head) without losing the response: the response is flushed
+    /// and followed by a FIN, then the client's input is read and dropped
+    /// for a little while, as nginx's lingering close does. Closing with
+    /// unread input would send a reset, which can destroy the response
+    /// before the client reads it. Nothing read here is ever parsed.
+    fn close_gracefully(&mut self) {
+        let _ = self.sink.with_inner(|w| {
+            let _ = w.flush();
+            let _ = w.get_mut().shutdown_write();
+        });
+        if self.secure {
+            // A TLS read has no timeout here: do not wait on one.
+            return;
+        }
+        let reader = match self.next_header_source.inner_mut() {
+            Some(r) => r,
+            None => return,
+        };
+        let end = Instant::now() + LINGER_TIME;
+        let mut left = LINGER_BYTES;
+        let buffered = reader.buffer().len();
+        reader.consume(buffered);
+        let mut buf = [0u8; 4096];
+        while left > 0 {
+            let wait = end.saturating_duration_since(Instant::now());
+            if wait.is_zero() || reader.get_ref().set_read_timeout(Some(wait)).is_err() {
+                return;
+            }
+            match reader.get_mut().read(&mut buf) {
+                Ok(0) | Err(_) => return,
+                Ok(n) => left = left.saturating_sub(n),
+            }
+        }
     }
 
     fn sink_is_tcp(&self) -> bool {
@@ -349,8 +361,6 @@ impl Iterator for ClientConnection {
     /// Blocks until the next Request is available.
     /// Returns None when no new Requests will come from the client.
     fn next(&mut self) -> Option<Request> {
-        use crate::{Response, StatusCode};
-
         // The next request is read only once the previous response is done:
         // a long response (a stream) must not be cut by the head timeout,
         // and a pipelined request must not wait in a handler, blocked behind
@@ -374,6 +384,17 @@ impl Iterator for ClientConnection {
                 // writing failed: the peer is gone or stuck, so close
                 _ => return None,
             }
+            // A body not read in full leaves bytes that cannot be told from
+            // a next request: never read on (PATCHES.md, 13).
+            if let Some((done, close_sent)) = self.previous_body.take() {
+                if !done.load(Ordering::Acquire) {
+                    self.close_gracefully();
+                    return None;
+                }
+                if close_sent.load(Ordering::Acquire) {
+                    return None;
+                }
+            }
         }
 
         // the client sent a "connection: close" header in this previous request
@@ -385,151 +406,41 @@ impl Iterator for ClientConnection {
         // The slots judge a connection by how long its current request has
         // kept it: from here.
         self.progress.new_request();
-        loop {
-            let rq = match self.read() {
-                Err(ReadError::WrongRequestLine) => {
-                    let writer = self.sink.next().unwrap();
-                    let response = Response::new_empty(StatusCode(400));
-                    response
-                        .raw_print(writer, HTTPVersion(1, 1), &[], false, None)
-                        .ok();
-                    return None; // we don't know where the next request would start,
-                                 // se we have to close
-                }
+        match self.read() {
+            Ok(rq) => Some(rq),
 
-                Err(ReadError::WrongHeader(ver)) => {
-                    let writer = self.sink.next().unwrap();
-                    let response = Response::new_empty(StatusCode(400));
-                    response.raw_print(writer, ver, &[], false, None).ok();
-                    return None; // we don't know where the next request would start,
-                                 // se we have to close
-                }
+            // an idle keep-alive connection is closed without a word
+            Err(ReadError::HeadTimeout { partial: false }) => None,
 
-                // an idle keep-alive connection is closed without a word
-                Err(ReadError::HeadTimeout { partial: false }) => return None,
-
-                Err(ReadError::HeadTimeout { partial: true }) => {
-                    let writer = self.sink.next().unwrap();
-                    let response = Response::new_empty(StatusCode(408));
-                    response
-                        .raw_print(writer, HTTPVersion(1, 1), &[], false, None)
-                        .ok();
-                    return None;
-                }
-
-                Err(ReadError::HeadTooLarge { in_request_line }) => {
-                    let writer = self.sink.next().unwrap();
-                    let code = if in_request_line { 414 } else { 431 };
-                    let response = Response::new_empty(StatusCode(code));
-                    response
-                        .raw_print(writer, HTTPVersion(1, 1), &[], false, None)
-                        .ok();
-                    return None;
-                }
-
-                Err(ReadError::ReadIoError(ref err)) if err.kind() == ErrorKind::TimedOut => {
-                    // request timeout
-                    let writer = self.sink.next().unwrap();
-                    let response = Response::new_empty(StatusCode(408));
-                    response
-                        .raw_print(writer, HTTPVersion(1, 1), &[], false, None)
-                        .ok();
-                    return None; // closing the connection
-                }
-
-                Err(ReadError::ExpectationFailed(ver)) => {
-                    let writer = self.sink.next().unwrap();
-                    let response = Response::new_empty(StatusCode(417));
-                    response.raw_print(writer, ver, &[], true, None).ok();
-                    return None; // TODO: should be recoverable, but needs handling in case of body
-                }
-
-                Err(ReadError::ReadIoError(_)) => return None,
-
-                Ok(rq) => rq,
-            };
-
-            // checking HTTP version
-            if *rq.http_version() > (1, 1) {
-                // Answered through the request's own writer: a new writer
-                // from `sink` would wait for this request's to be dropped,
-                // which upstream only did after, so the connection hung.
-                let response = Response::from_string(
-                    "This server only supports HTTP versions 1.0 and 1.1".to_owned(),
-                )
-                .with_status_code(StatusCode(505));
-                response
-                    .raw_print(rq.into_writer(), HTTPVersion(1, 1), &[], false, None)
-                    .ok();
-                return None;
+            Err(ReadError::HeadTimeout { partial: true }) => {
+                self.refuse(408, "request head not received in time");
+                None
             }
 
-            // updating the status of the connection
-            let connection_header = rq
-                .headers()
-                .iter()
-                .find(|h| h.field.equiv("Connection"))
-                .map(|h| h.value.as_str());
-
-            let lowercase = connection_header.map(|h| h.to_ascii_lowercase());
-
-            match lowercase {
-                Some(ref val) if val.contains("close") => self.no_more_requests = true,
-                Some(ref val) if val.contains("upgrade") => self.no_more_requests = true,
-                Some(ref val)
-                    if !val.contains("keep-alive") && *rq.http_version() == HTTPVersion(1, 0) =>
-                {
-                    self.no_more_requests = true
+            Err(ReadError::HeadTooLarge { in_request_line }) => {
+                if in_request_line {
+                    self.refuse(414, "request line too long");
+                } else {
+                    self.refuse(431, "request header fields too large");
                 }
-                None if *rq.http_version() == HTTPVersion(1, 0) => self.no_more_requests = true,
-                _ => (),
-            };
+                None
+            }
 
-            // returning the request
-            return Some(rq);
+            // malformed or ambiguous: we don't know where the next request
+            // would start, so we have to close
+            Err(ReadError::Refused(e)) => {
+                self.refuse(e.status, e.reason);
+                None
+            }
+
+            // a small body, read before the request is handed over, did not
+            // come in time
+            Err(ReadError::ReadIoError(ref err)) if err.kind() == ErrorKind::TimedOut => {
+                self.refuse(408, "request body not received in time");
+                None
+            }
+
+            Err(ReadError::ReadIoError(_)) => None,
         }
-    }
-}
-
-/// Parses a "HTTP/1.1" string.
-fn parse_http_version(version: &str) -> Result<HTTPVersion, ReadError> {
-    let (major, minor) = match version {
-        "HTTP/0.9" => (0, 9),
-        "HTTP/1.0" => (1, 0),
-        "HTTP/1.1" => (1, 1),
-        "HTTP/2.0" => (2, 0),
-        "HTTP/3.0" => (3, 0),
-        _ => return Err(ReadError::WrongRequestLine),
-    };
-
-    Ok(HTTPVersion(major, minor))
-}
-
-/// Parses the request line of the request.
-/// eg. GET / HTTP/1.1
-fn parse_request_line(line: &str) -> Result<(Method, String, HTTPVersion), ReadError> {
-    let mut parts = line.split(' ');
-
-    let method = parts.next().and_then(|w| w.parse().ok());
-    let path = parts.next().map(ToOwned::to_owned);
-    let version = parts.next().and_then(|w| parse_http_version(w).ok());
-
-    method
-        .and_then(|method| Some((method, path?, version?)))
-        .ok_or(ReadError::WrongRequestLine)
-}
-
-#[cfg(test)]
-mod test {
-    #[test]
-    fn test_parse_request_line() {
-        let (method, path, ver) = super::parse_request_line("GET /hello HTTP/1.1").unwrap();
-
-        assert!(method == crate::Method::Get);
-        assert!(path == "/hello");
-        assert!(ver == crate::common::HTTPVersion(1, 1));
-
-        assert!(super::parse_request_line("GET /hello").is_err());
-        assert!(super::parse_request_line("qsd qsd qsd").is_err());
     }
 }

@@ -116,9 +116,16 @@ pub use request::{RawStreamError, ReadWrite, Request};
 pub use response::{Response, ResponseBox};
 pub use test::TestRequest;
 
+// For the fuzz target (PATCHES.md, 18): not part of the API.
+#[doc(hidden)]
+pub use head::{head_end, parse_head, Framing, HeadError, ParsedHead};
+#[doc(hidden)]
+pub use util::chunked::decode_chunked;
+
 mod client;
 mod common;
 mod connection;
+mod head;
 mod request;
 mod response;
 mod ssl;
@@ -200,9 +207,12 @@ pub struct ConnectionLimits {
     /// Time a connection gets to send a complete request head, counted from
     /// when it is accepted or its previous response ended (so it also bounds
     /// idle keep-alive). It never applies while a response is being written.
-    /// Also each read of a request body waits at most this long. `None`: no
-    /// limit.
+    /// `None`: no limit.
     pub head_timeout: Option<Duration>,
+    /// Time a request body gets to arrive in full, counted from the end of
+    /// its head; past it, reads of the body fail with `TimedOut`. `None`: no
+    /// limit.
+    pub body_timeout: Option<Duration>,
     /// Largest request head (request line and headers) in bytes; a longer
     /// request line gets `414`, longer headers `431`. `None`: no limit.
     pub max_head_bytes: Option<usize>,
@@ -346,6 +356,7 @@ impl Server {
         let head = client::HeadLimits {
             timeout: limits.head_timeout,
             max_bytes: limits.max_head_bytes,
+            body_timeout: limits.body_timeout,
         };
         thread::spawn(move || {
             // a tasks pool is used to dispatch the connections into threads

@@ -1,15 +1,17 @@
 use std::io::Error as IoError;
-use std::io::{self, Cursor, ErrorKind, Read, Write};
+use std::io::{self, BufRead, Cursor, ErrorKind, Read, Write};
 
+use std::convert::TryFrom;
 use std::fmt;
 use std::net::SocketAddr;
-use std::str::FromStr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 use std::sync::mpsc::Sender;
 
-use crate::util::{EqualReader, FusedReader};
+use crate::head::{Framing, HeadError};
+use crate::util::{ChunkedDecoder, EqualReader};
 use crate::{HTTPVersion, Header, Method, Response, StatusCode};
-use chunked_transfer::Decoder;
 
 /// Represents an HTTP request made by a client.
 ///
@@ -77,6 +79,16 @@ pub struct Request {
 
     // If Some, the connection can be handed over (`into_raw_stream`)
     detach: Option<Sender<crate::client::Done>>,
+
+    // Set once the body was read in full: only then may the connection be
+    // read on for a next request.
+    body_done: Arc<AtomicBool>,
+
+    // Set when the response said `Connection: close`.
+    close_sent: Arc<AtomicBool>,
+
+    // The client's last request on its connection (see `ParsedHead::last`).
+    last: bool,
 }
 
 /// Why [`Request::into_raw_stream`] did not hand the connection over.
@@ -117,8 +129,8 @@ impl<R> Drop for NotifyOnDrop<R> {
 /// Error that can happen when building a `Request` object.
 #[derive(Debug)]
 pub enum RequestCreationError {
-    /// The client sent an `Expect` header that was not recognized by tiny-http.
-    ExpectationFailed,
+    /// The head cannot be served: a refused framing, an unknown `Expect`.
+    Head(HeadError),
 
     /// Error while reading data from the socket during the creation of the `Request`.
     CreationIoError(IoError),
@@ -135,8 +147,10 @@ impl From<IoError> for RequestCreationError {
 /// After the request line and headers have been read from the socket, a new `Request` object
 /// is built.
 ///
-/// You must pass a `Read` that will allow the `Request` object to read from the incoming data.
-/// It is the responsibility of the `Request` to read only the data of the request and not further.
+/// You must pass a `BufRead` that will allow the `Request` object to read from the incoming data.
+/// It is the responsibility of the `Request` to read only the data of the request and not further:
+/// the body is framed by `Content-Length` or `Transfer-Encoding: chunked` under the rules of
+/// `head::framing` (PATCHES.md, 12), never by `Connection: upgrade` (PATCHES.md, 16).
 ///
 /// The `Write` object will be used by the `Request` to write the response.
 #[allow(clippy::too_many_arguments)]
@@ -151,93 +165,45 @@ pub fn new_request<R, W>(
     writer: W,
 ) -> Result<Request, RequestCreationError>
 where
-    R: Read + Send + 'static,
+    R: BufRead + Send + 'static,
     W: Write + Send + 'static,
 {
-    // finding the transfer-encoding header
-    let transfer_encoding = headers
-        .iter()
-        .find(|h: &&Header| h.field.equiv("Transfer-Encoding"))
-        .map(|h| h.value.clone());
+    let framing = crate::head::framing(&headers, &version).map_err(RequestCreationError::Head)?;
+    let expects_continue =
+        crate::head::expects_continue(&headers).map_err(RequestCreationError::Head)?;
 
-    // finding the content-length header
-    let content_length = if transfer_encoding.is_some() {
-        // if transfer-encoding is specified, the Content-Length
-        // header must be ignored (RFC2616 #4.4)
-        None
-    } else {
-        headers
-            .iter()
-            .find(|h: &&Header| h.field.equiv("Content-Length"))
-            .and_then(|h| FromStr::from_str(h.value.as_str()).ok())
-    };
-
-    // true if the client sent a `Expect: 100-continue` header
-    let expects_continue = {
-        match headers
-            .iter()
-            .find(|h: &&Header| h.field.equiv("Expect"))
-            .map(|h| h.value.as_str())
-        {
-            None => false,
-            Some(v) if v.eq_ignore_ascii_case("100-continue") => true,
-            _ => return Err(RequestCreationError::ExpectationFailed),
-        }
-    };
-
-    // true if the client sent a `Connection: upgrade` header
-    let connection_upgrade = {
-        match headers
-            .iter()
-            .find(|h: &&Header| h.field.equiv("Connection"))
-            .map(|h| h.value.as_str())
-        {
-            Some(v) if v.to_ascii_lowercase().contains("upgrade") => true,
-            _ => false,
-        }
-    };
-
-    // we wrap `source_data` around a reading whose nature depends on the transfer-encoding and
-    // content-length headers
-    let reader = if connection_upgrade {
-        // if we have a `Connection: upgrade`, always keeping the whole reader
-        Box::new(source_data) as Box<dyn Read + Send + 'static>
-    } else if let Some(content_length) = content_length {
-        if content_length == 0 {
-            Box::new(io::empty()) as Box<dyn Read + Send + 'static>
-        } else if content_length <= 1024 && !expects_continue {
-            // if the content-length is small enough, we just read everything into a buffer
-
-            let mut buffer = vec![0; content_length];
-            let mut offset = 0;
-
-            while offset != content_length {
-                let read = source_data.read(&mut buffer[offset..])?;
-                if read == 0 {
-                    // the socket returned EOF, but we were before the expected content-length
-                    // aborting
-                    let info = "Connection has been closed before we received enough data";
-                    let err = IoError::new(ErrorKind::ConnectionAborted, info);
-                    return Err(RequestCreationError::CreationIoError(err));
-                }
-
-                offset += read;
+    let body_done = Arc::new(AtomicBool::new(false));
+    let mut body_length = None;
+    let reader = match framing {
+        Framing::None | Framing::Length(0) => {
+            if framing != Framing::None {
+                body_length = Some(0);
             }
-
-            Box::new(Cursor::new(buffer)) as Box<dyn Read + Send + 'static>
-        } else {
-            let (data_reader, _) = EqualReader::new(source_data, content_length); // TODO:
-            Box::new(FusedReader::new(data_reader)) as Box<dyn Read + Send + 'static>
+            body_done.store(true, Ordering::Release);
+            Box::new(io::empty()) as Box<dyn Read + Send + 'static>
         }
-    } else if transfer_encoding.is_some() {
-        // if a transfer-encoding was specified, then "chunked" is ALWAYS applied
-        // over the message (RFC2616 #3.6)
-        Box::new(FusedReader::new(Decoder::new(source_data))) as Box<dyn Read + Send + 'static>
-    } else {
-        // if we have neither a Content-Length nor a Transfer-Encoding,
-        // assuming that we have no data
-        // TODO: could also be multipart/byteranges
-        Box::new(io::empty()) as Box<dyn Read + Send + 'static>
+        Framing::Length(n) => {
+            let n = usize::try_from(n).map_err(|_| {
+                RequestCreationError::Head(HeadError {
+                    status: 400,
+                    reason: "Content-Length is too large",
+                })
+            })?;
+            body_length = Some(n);
+            if n <= 1024 && !expects_continue {
+                // A small body is read at once, so the handler never waits
+                // on the client for it.
+                let mut buffer = vec![0; n];
+                source_data.read_exact(&mut buffer)?;
+                body_done.store(true, Ordering::Release);
+                Box::new(Cursor::new(buffer)) as Box<dyn Read + Send + 'static>
+            } else {
+                Box::new(EqualReader::new(source_data, n, Some(body_done.clone())))
+                    as Box<dyn Read + Send + 'static>
+            }
+        }
+        Framing::Chunked => Box::new(ChunkedDecoder::new(source_data, Some(body_done.clone())))
+            as Box<dyn Read + Send + 'static>,
     };
 
     Ok(Request {
@@ -249,10 +215,13 @@ where
         path,
         http_version: version,
         headers,
-        body_length: content_length,
+        body_length,
         must_send_continue: expects_continue,
         notify_when_responded: None,
         detach: None,
+        body_done,
+        close_sent: Arc::new(AtomicBool::new(false)),
+        last: false,
     })
 }
 
@@ -463,12 +432,20 @@ impl Request {
 
         let do_not_send_body = self.method == Method::Head;
 
-        Self::ignore_client_closing_errors(response.raw_print(
+        // Unread body bytes cannot be told from a next request: the
+        // connection ends after this response, and the response says so.
+        let close = self.last || !self.body_done.load(Ordering::Acquire);
+        if close {
+            self.close_sent.store(true, Ordering::Release);
+        }
+
+        Self::ignore_client_closing_errors(response.print(
             writer.by_ref(),
             self.http_version.clone(),
             &self.headers,
             do_not_send_body,
             None,
+            close,
         ))?;
 
         Self::ignore_client_closing_errors(writer.flush())
@@ -487,6 +464,19 @@ impl Request {
     pub(crate) fn with_detach(mut self, detach: Option<Sender<crate::client::Done>>) -> Self {
         self.detach = detach;
         self
+    }
+
+    /// Marks the client's last request: its response says `Connection: close`.
+    pub(crate) fn with_last(mut self, last: bool) -> Self {
+        self.last = last;
+        self
+    }
+
+    /// What the connection needs to know once the response is done: whether
+    /// the body was read in full, and whether the response said
+    /// `Connection: close`.
+    pub(crate) fn body_state(&self) -> (Arc<AtomicBool>, Arc<AtomicBool>) {
+        (self.body_done.clone(), self.close_sent.clone())
     }
 
     /// Takes the connection over: returns its socket, after the request

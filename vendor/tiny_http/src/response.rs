@@ -332,12 +332,33 @@ where
     ///
     /// Note: does not flush the writer.
     pub fn raw_print<W: Write>(
+        self,
+        writer: W,
+        http_version: HTTPVersion,
+        request_headers: &[Header],
+        do_not_send_body: bool,
+        upgrade: Option<&str>,
+    ) -> IoResult<()> {
+        self.print(
+            writer,
+            http_version,
+            request_headers,
+            do_not_send_body,
+            upgrade,
+            false,
+        )
+    }
+
+    /// `raw_print`, saying `Connection: close` when `close`: the connection
+    /// ends after this response (PATCHES.md, 17).
+    pub(crate) fn print<W: Write>(
         mut self,
         mut writer: W,
         http_version: HTTPVersion,
         request_headers: &[Header],
         do_not_send_body: bool,
         upgrade: Option<&str>,
+        close: bool,
     ) -> IoResult<()> {
         let mut transfer_encoding = Some(choose_transfer_encoding(
             self.status_code,
@@ -372,6 +393,9 @@ where
                 Header::from_bytes(&b"Connection"[..], &b"upgrade"[..]).unwrap(),
             );
             transfer_encoding = None;
+        } else if close {
+            self.headers
+                .push(Header::from_bytes(&b"Connection"[..], &b"close"[..]).unwrap());
         }
 
         // if the transfer encoding is identity, the content length must be known ; therefore if

@@ -1,7 +1,8 @@
+pub use self::chunked::ChunkedDecoder;
 pub use self::connection_slots::{ConnectionSlots, Progress};
 pub use self::custom_stream::CustomStream;
+pub use self::deadline_reader::DeadlineReader;
 pub use self::equal_reader::EqualReader;
-pub use self::fused_reader::FusedReader;
 pub use self::messages_queue::MessagesQueue;
 pub use self::refined_tcp_stream::RefinedTcpStream;
 pub use self::sequential::{SequentialReader, SequentialReaderBuilder};
@@ -10,10 +11,11 @@ pub use self::task_pool::TaskPool;
 
 use std::str::FromStr;
 
+pub(crate) mod chunked;
 mod connection_slots;
 mod custom_stream;
+mod deadline_reader;
 mod equal_reader;
-mod fused_reader;
 mod messages_queue;
 pub(crate) mod refined_tcp_stream;
 mod sequential;

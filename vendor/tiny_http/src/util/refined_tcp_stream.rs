@@ -145,6 +145,12 @@ impl RefinedTcpStream {
         self.stream()?.set_read_timeout(t)
     }
 
+    /// Sends a FIN after what was written: the peer sees the end of the
+    /// response even while its own input is still being drained.
+    pub(crate) fn shutdown_write(&mut self) -> IoResult<()> {
+        self.stream_mut()?.shutdown(Shutdown::Write)
+    }
+
     /// Returns true if this struct wraps around a secure connection.
     #[inline]
     pub(crate) fn secure(&self) -> bool {

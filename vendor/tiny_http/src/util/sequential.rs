@@ -82,6 +82,15 @@ impl<W: Write + Send> SequentialWriterBuilder<W> {
             .map(f)
     }
 
+    /// Runs `f` on the underlying writer, if it is still there.
+    pub fn with_inner<T>(&self, f: impl FnOnce(&mut W) -> T) -> Option<T> {
+        self.writer
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_mut()
+            .map(f)
+    }
+
     /// Takes the underlying writer out; every writer built from this one
     /// fails from then on.
     pub fn take_inner(&self) -> Option<W> {
