@@ -3,7 +3,7 @@
 //! works through the proxy, and a buffering proxy is caught by the same check.
 //!
 //! Needs `nginx`, `curl` and `openssl` on the PATH (`apt-get install -y nginx
-//! curl openssl`). Without them every test fails, unless TINYSSE_SKIP_NGINX=1.
+//! curl openssl`). Without them each test skips, saying so; with CI set it fails.
 
 mod common;
 
@@ -16,36 +16,21 @@ use common::nginx::Nginx;
 use crossbeam_channel::{Receiver, RecvTimeoutError, unbounded};
 use tinysse::{Event, Server, ServerBuilder, ServerHandle};
 
+mod common;
+
 /// Far below anything a buffering proxy would take to flush (it waits for
 /// kilobytes or the end of the response), far above loopback latency on a
 /// busy 2-core CI machine.
 const PER_EVENT: Duration = Duration::from_millis(1500);
 
-/// Finds the tools, or says how to get them. `None`: skip (TINYSSE_SKIP_NGINX=1).
-fn tools() -> Option<()> {
-    if std::env::var("TINYSSE_SKIP_NGINX").is_ok_and(|v| v == "1") {
-        eprintln!("skipped: TINYSSE_SKIP_NGINX=1");
-        return None;
-    }
-    for (tool, arg) in [
-        ("nginx", "-v"),
-        ("curl", "--version"),
-        ("openssl", "version"),
-    ] {
-        let found = Command::new(tool)
-            .arg(arg)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success());
-        assert!(
-            found,
-            "`{tool}` not found: these tests run a real nginx in front of tinysse. \
-             Install the tools with `apt-get install -y nginx curl openssl` \
-             (or set TINYSSE_SKIP_NGINX=1 to skip them)."
-        );
-    }
-    Some(())
+/// Whether nginx, curl and openssl are here; if not, `test` skips saying
+/// what to install, or fails when CI is set (tests/common's one policy).
+fn tools(test: &str) -> bool {
+    common::require(
+        &format!("nginx::{test}"),
+        &["nginx", "curl", "openssl"],
+        "apt-get install -y nginx curl openssl",
+    )
 }
 
 /// curl streaming a response: its stdout (head from `-D -`, then the body),
@@ -184,7 +169,7 @@ fn sse_head_checks(head: &[String], version: &str) {
 
 #[test]
 fn events_arrive_one_by_one_over_http2() {
-    if tools().is_none() {
+    if !tools("events_arrive_one_by_one_over_http2") {
         return;
     }
     let server = Running::start(quiet_server().heartbeat(Some(Duration::from_millis(300))));
@@ -210,7 +195,7 @@ fn events_arrive_one_by_one_over_http2() {
 
 #[test]
 fn events_arrive_one_by_one_over_http1_with_tls() {
-    if tools().is_none() {
+    if !tools("events_arrive_one_by_one_over_http1_with_tls") {
         return;
     }
     let server = Running::start(quiet_server());
@@ -228,7 +213,7 @@ fn events_arrive_one_by_one_over_http1_with_tls() {
 /// same as one that works.
 #[test]
 fn a_buffering_proxy_is_caught() {
-    if tools().is_none() {
+    if !tools("a_buffering_proxy_is_caught") {
         return;
     }
     let mut server = Running::start(quiet_server());
@@ -271,7 +256,7 @@ fn a_buffering_proxy_is_caught() {
 
 #[test]
 fn last_event_id_replays_through_the_proxy() {
-    if tools().is_none() {
+    if !tools("last_event_id_replays_through_the_proxy") {
         return;
     }
     let server = Running::start(quiet_server());
@@ -313,7 +298,7 @@ fn last_event_id_replays_through_the_proxy() {
 
 #[test]
 fn publishing_through_the_proxy_needs_a_token() {
-    if tools().is_none() {
+    if !tools("publishing_through_the_proxy_needs_a_token") {
         return;
     }
     let post = |nginx: &Nginx, auth: Option<&str>| -> String {

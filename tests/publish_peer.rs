@@ -1,7 +1,7 @@
 //! Who may publish: without a token only loopback peers, with a token anyone
 //! who has it. A real non-loopback peer is made with a network namespace
 //! (the server runs inside it, the test connects from outside over a veth
-//! pair). Needs root, `ip` and `nft`; skips with a message otherwise.
+//! pair). Needs root, `ip` and `nft`; skips saying so, or fails when CI is set.
 
 mod common;
 
@@ -14,7 +14,11 @@ const BODY: &[u8] = br#"{"topic":"p","data":1}"#;
 #[test]
 fn only_loopback_may_publish_without_a_token() {
     if let Some(why) = Netns::unusable() {
-        println!("SKIPPED publish_peer: {why} (needs root, iproute2 and nftables)");
+        skip_or_fail(
+            "publish_peer::only_loopback_may_publish_without_a_token",
+            &why,
+            "run as root; apt-get install -y iproute2 nftables",
+        );
         return;
     }
     let ns = Netns::up("tspp", NET);

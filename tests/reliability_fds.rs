@@ -9,12 +9,15 @@ use std::net::TcpStream;
 use std::process::Command;
 use std::time::Duration;
 
-use support_rel::{Bin, read_head, read_until, status_of};
+use support_rel::{Bin, read_head, read_until, require, status_of};
 
 #[test]
 fn descriptor_exhaustion_is_survived() {
-    if Command::new("prlimit").arg("--version").output().is_err() {
-        println!("SKIPPED: prlimit (util-linux) is not installed");
+    if !require(
+        "reliability_fds::descriptor_exhaustion_is_survived",
+        &["prlimit"],
+        "apt-get install -y util-linux",
+    ) {
         return;
     }
     let mut cmd = Command::new("prlimit");

@@ -2,18 +2,23 @@
 //! network namespace this test creates) is detected by the heartbeat write
 //! going unacknowledged for TCP_USER_TIMEOUT (the 5 s write timeout), and
 //! its stream, threads and descriptors are released.
-//! Needs root, `ip` (iproute2) and `nft` (nftables); skips otherwise.
+//! Needs root, `ip` (iproute2) and `nft` (nftables); skips saying so, or
+//! fails when CI is set.
 
 mod support_rel;
 
 use std::time::{Duration, Instant};
 
-use support_rel::{Netns, metric, open_stream, wait_until};
+use support_rel::{Netns, metric, open_stream, skip_or_fail, wait_until};
 
 #[test]
 fn vanished_client_is_released() {
     if let Some(why) = Netns::unusable() {
-        println!("SKIPPED reliability_vanish: {why} (needs root, iproute2 and nftables)");
+        skip_or_fail(
+            "reliability_vanish::vanished_client_is_released",
+            &why,
+            "run as root; apt-get install -y iproute2 nftables",
+        );
         return;
     }
     let ns = Netns::up("tsse", "10.213.77");

@@ -1,7 +1,9 @@
 //! `deploy/tinysse.service` is a valid, hardened unit: `systemd-analyze
 //! verify` accepts it without a warning, and `systemd-analyze security`
 //! rates it as well protected. Skips, saying so, where systemd-analyze is
-//! absent (it needs no running systemd).
+//! absent (it needs no running systemd); fails there when CI is set.
+
+mod common;
 
 use std::path::Path;
 use std::process::Command;
@@ -11,15 +13,14 @@ fn unit_text() -> String {
         .expect("read deploy/tinysse.service")
 }
 
-fn have_systemd_analyze() -> bool {
-    let ok = Command::new("systemd-analyze")
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !ok {
-        eprintln!("skipped: systemd-analyze not found (apt-get install -y systemd)");
-    }
-    ok
+/// Whether systemd-analyze is here; if not, `test` skips saying what to
+/// install, or fails when CI is set (tests/common's one policy).
+fn have_systemd_analyze(test: &str) -> bool {
+    common::require(
+        &format!("systemd::{test}"),
+        &["systemd-analyze"],
+        "apt-get install -y systemd",
+    )
 }
 
 /// The unit in a temp dir, with ExecStart pointing at the binary just built
@@ -77,7 +78,7 @@ fn the_unit_has_the_hardening_it_promises() {
 
 #[test]
 fn systemd_analyze_verify_accepts_the_unit() {
-    if !have_systemd_analyze() {
+    if !have_systemd_analyze("systemd_analyze_verify_accepts_the_unit") {
         return;
     }
     let (dir, path) = unit_in_temp_dir("verify");
@@ -98,7 +99,7 @@ fn systemd_analyze_verify_accepts_the_unit() {
 
 #[test]
 fn systemd_analyze_security_rates_the_unit_ok() {
-    if !have_systemd_analyze() {
+    if !have_systemd_analyze("systemd_analyze_security_rates_the_unit_ok") {
         return;
     }
     let (dir, path) = unit_in_temp_dir("security");
@@ -110,9 +111,16 @@ fn systemd_analyze_security_rates_the_unit_ok() {
     let _ = std::fs::remove_dir_all(&dir);
     let stdout = String::from_utf8_lossy(&out.stdout);
     if !out.status.success() && !stdout.contains("exposure level") {
-        eprintln!(
-            "skipped: this systemd-analyze cannot rate a unit offline (needs systemd 252): {}",
-            String::from_utf8_lossy(&out.stderr)
+        common::skip_or_fail(
+            "systemd::systemd_analyze_security_rates_the_unit_ok",
+            &format!(
+                "this systemd-analyze cannot rate a unit offline: {}",
+                String::from_utf8_lossy(&out.stderr)
+                    .lines()
+                    .next()
+                    .unwrap_or("")
+            ),
+            "systemd 252 or later",
         );
         return;
     }

@@ -10,7 +10,9 @@ use std::time::{Duration, Instant};
 #[path = "../common/mod.rs"]
 mod common;
 #[allow(unused_imports)] // each test file uses its own subset
-pub use common::{Bin, Netns, proc_fds, proc_status, proc_threads, wait_until};
+pub use common::{
+    Bin, Netns, proc_fds, proc_status, proc_threads, require, skip_or_fail, wait_until,
+};
 
 pub fn connect(addr: SocketAddr) -> TcpStream {
     let s = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).expect("connect");

@@ -183,7 +183,16 @@ impl Target {
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
-            .map_err(|e| format!("cannot start {}: {e}", path.display()))?;
+            .map_err(|e| {
+                // The bench is its own package: building it does not build
+                // the server next to it.
+                let hint = if o.server.is_none() {
+                    " (build the server first: `cargo build --release`, or pass --server)"
+                } else {
+                    ""
+                };
+                format!("cannot start {}: {e}{hint}", path.display())
+            })?;
         let mut line = String::new();
         let out = child.stdout.take().ok_or("no stdout")?;
         BufReader::new(out)
