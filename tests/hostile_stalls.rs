@@ -140,7 +140,8 @@ fn pipelined_answers_never_read_hold_no_one_else() {
                 let Ok(mut s) = TcpStream::connect(addr) else {
                     break;
                 };
-                s.set_write_timeout(Some(Duration::from_millis(300))).unwrap();
+                s.set_write_timeout(Some(Duration::from_millis(300)))
+                    .unwrap();
                 while !stop.load(Ordering::Relaxed) && s.write_all(&burst).is_ok() {}
                 open.push(s);
             }
@@ -168,11 +169,10 @@ fn slow_bodies_cannot_take_every_connection() {
     let stop = Arc::new(AtomicBool::new(false));
     let head = b"POST /publish HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n\
                  Content-Length: 100\r\n\r\n{";
-    let mut held = hold(addr, 60, head);
+    let mut conns = hold(addr, 60, head);
     // A byte now and then on each, so no per-read timeout ends them.
     let trickle = {
         let stop = stop.clone();
-        let mut conns: Vec<TcpStream> = held.drain(..).collect();
         thread::spawn(move || {
             while !stop.load(Ordering::Relaxed) {
                 for s in &mut conns {

@@ -16,8 +16,6 @@ use common::nginx::Nginx;
 use crossbeam_channel::{Receiver, RecvTimeoutError, unbounded};
 use tinysse::{Event, Server, ServerBuilder, ServerHandle};
 
-mod common;
-
 /// Far below anything a buffering proxy would take to flush (it waits for
 /// kilobytes or the end of the response), far above loopback latency on a
 /// busy 2-core CI machine.
