@@ -227,3 +227,54 @@ fn replays_share_the_history_and_memory_comes_back() {
     );
     bin.stop();
 }
+
+/// `--history-bytes 0`, or a value that is not a size, exits 2 with one
+/// line naming the flag (or its variable); a good one starts the server.
+#[test]
+fn bad_history_bytes_exit_2_naming_the_flag() {
+    for (args, env, name) in [
+        (&["--history-bytes", "0"][..], &[][..], "--history-bytes"),
+        (&["--history-bytes", "lots"], &[], "--history-bytes"),
+        (&["--history-bytes", "1.5M"], &[], "--history-bytes"),
+        (&["--history-bytes"], &[], "--history-bytes"),
+        (
+            &[],
+            &[("TINYSSE_HISTORY_BYTES", "0K")],
+            "TINYSSE_HISTORY_BYTES",
+        ),
+    ] {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_tinysse"));
+        cmd.args(["--addr", "127.0.0.1:0", "--no-demo"]).args(args);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let out = cmd.output().expect("run tinysse");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?} {env:?}: {err}");
+        assert!(err.contains(name), "{args:?}: {err}");
+        assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+    }
+    let bin = Bin::start_env(
+        &["--addr", "127.0.0.1:0", "--no-demo"],
+        &[("TINYSSE_HISTORY_BYTES", "1K")],
+    );
+    // Only about 1 KiB is kept: of three 600-byte events, the newest.
+    let data = format!("\"{}\"", "z".repeat(600));
+    let items = vec![("t".to_string(), data); 3];
+    let ids = publish_many(bin.addr, &items, || {});
+    let first = ids[0].to_string();
+    let mut s = sse(bin.addr, "/events?topic=t", &[("Last-Event-ID", &first)]);
+    let gap = s.next_message().unwrap().unwrap();
+    assert_eq!(gap.event, "gap");
+    assert!(
+        gap.data.contains(&format!("\"oldestId\":\"{}\"", ids[2])),
+        "{}",
+        gap.data
+    );
+    assert_eq!(
+        s.next_message().unwrap().unwrap().id,
+        Some(ids[2].to_string())
+    );
+    drop(s);
+    bin.stop();
+}
