@@ -27,6 +27,8 @@ pub struct Config {
     pub history: usize,
     /// `--max-topics`
     pub max_topics: usize,
+    /// `--history-bytes`
+    pub history_bytes: usize,
     /// `--max-body`
     pub max_body: u64,
     /// `--publish-token`
@@ -50,6 +52,7 @@ impl Default for Config {
             queue: 256,
             history: 1024,
             max_topics: 10_000,
+            history_bytes: 64 << 20,
             max_body: 65536,
             publish_token: None,
             cors_origin: None,
@@ -97,6 +100,8 @@ Options (each also read from the environment variable shown):
   --queue N             frames buffered per subscriber before eviction [TINYSSE_QUEUE] (256)
   --history N           events kept per topic for Last-Event-ID replay [TINYSSE_HISTORY] (1024)
   --max-topics N        topics held at once [TINYSSE_MAX_TOPICS] (10000)
+  --history-bytes BYTES retained events of all topics together, K/M/G suffixes;
+                        over it, the oldest go first [TINYSSE_HISTORY_BYTES] (64M)
   --max-body BYTES      largest publish body [TINYSSE_MAX_BODY] (65536)
   --publish-token T     require Authorization: Bearer T to publish [TINYSSE_PUBLISH_TOKEN]
   --cors-origin O       Access-Control-Allow-Origin value [TINYSSE_CORS_ORIGIN]
@@ -116,6 +121,34 @@ where
         .map_err(|_| ConfigError(format!("{name}: '{value}' is not a number")))?;
     if n < min {
         return Err(ConfigError(format!("{name}: must be at least {min}")));
+    }
+    Ok(n)
+}
+
+/// A size in bytes: digits with an optional `K`, `M` or `G` (1024-based,
+/// either case), at least 1.
+fn size(name: &str, value: &str) -> Result<usize, ConfigError> {
+    let bad = || {
+        ConfigError(format!(
+            "{name}: '{value}' is not a size (like 65536, 512K, 64M, 1G)"
+        ))
+    };
+    let v = value.trim();
+    let (digits, shift) = match v.as_bytes().last().map(u8::to_ascii_uppercase) {
+        Some(b'K') => (&v[..v.len() - 1], 10),
+        Some(b'M') => (&v[..v.len() - 1], 20),
+        Some(b'G') => (&v[..v.len() - 1], 30),
+        _ => (v, 0),
+    };
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(bad());
+    }
+    let n: usize = digits.parse().map_err(|_| bad())?;
+    let n = n
+        .checked_mul(1 << shift)
+        .ok_or_else(|| ConfigError(format!("{name}: '{value}' is too large")))?;
+    if n == 0 {
+        return Err(ConfigError(format!("{name}: must be at least 1")));
     }
     Ok(n)
 }
@@ -143,6 +176,7 @@ fn apply(c: &mut Config, flag: &str, source: &str, value: &str) -> Result<(), Co
         "queue" => c.queue = number(source, value, 1)?,
         "history" => c.history = number(source, value, 1)?,
         "max-topics" => c.max_topics = number(source, value, 1)?,
+        "history-bytes" => c.history_bytes = size(source, value)?,
         "max-body" => c.max_body = number(source, value, 1)?,
         "publish-token" => {
             if value.is_empty() {
@@ -156,7 +190,7 @@ fn apply(c: &mut Config, flag: &str, source: &str, value: &str) -> Result<(), Co
     Ok(())
 }
 
-const VALUED: [&str; 11] = [
+const VALUED: [&str; 12] = [
     "addr",
     "public",
     "heartbeat",
@@ -165,6 +199,7 @@ const VALUED: [&str; 11] = [
     "queue",
     "history",
     "max-topics",
+    "history-bytes",
     "max-body",
     "publish-token",
     "cors-origin",
@@ -246,6 +281,7 @@ impl Config {
             .queue(self.queue)
             .history(self.history)
             .max_topics(self.max_topics)
+            .history_bytes(self.history_bytes)
             .max_body(self.max_body)
             .publish_token(self.publish_token.clone())
             .cors_origin(self.cors_origin.clone())
@@ -304,6 +340,42 @@ mod tests {
                 .0
                 .contains("--heartbeat")
         );
+    }
+
+    #[test]
+    fn history_bytes_takes_suffixes() {
+        assert_eq!(run(&[], &[]).history_bytes, 64 << 20);
+        assert_eq!(
+            run(&["--history-bytes", "16M"], &[]).history_bytes,
+            16 << 20
+        );
+        assert_eq!(
+            run(&["--history-bytes", "512k"], &[]).history_bytes,
+            512 << 10
+        );
+        assert_eq!(run(&["--history-bytes", "1G"], &[]).history_bytes, 1 << 30);
+        assert_eq!(run(&["--history-bytes", "1000"], &[]).history_bytes, 1000);
+        assert_eq!(
+            run(&[], &[("TINYSSE_HISTORY_BYTES", "2K")]).history_bytes,
+            2048
+        );
+        for bad in [
+            "0",
+            "0M",
+            "",
+            "M",
+            "-1",
+            "+5",
+            "1.5M",
+            "12X",
+            "1MB",
+            "99999999999999999999G",
+        ] {
+            let e = parse(&["--history-bytes", bad], &[]).unwrap_err();
+            assert!(e.0.contains("--history-bytes"), "{bad}: {e}");
+        }
+        let e = parse(&[], &[("TINYSSE_HISTORY_BYTES", "lots")]).unwrap_err();
+        assert!(e.0.contains("TINYSSE_HISTORY_BYTES"), "{e}");
     }
 
     #[test]

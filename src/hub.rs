@@ -8,10 +8,25 @@
 //! at once, publishers to those topics also take one shared lock for that
 //! step, so the subscriber's ids arrive in order across its topics. No
 //! publisher ever waits on a subscriber: a full queue evicts it.
+//!
+//! `history_bytes` is kept with one counter for all topics and, to find the
+//! oldest event across topics, a heap of each topic's oldest id; a publish
+//! touches the heap only when its topic had no history. Over the limit, the
+//! publisher evicts (one thread at a time, see [`Inner::shrink`]); another
+//! bound on age would evict through the same path.
+//!
+//! A topic lives while it holds history or subscribers; once it has neither
+//! it is forgotten (removed from the hub), so it stops counting towards
+//! `max_topics`. Whoever may leave a topic empty (the last unsubscribe, the
+//! eviction of its last retained event) calls [`Inner::forget`]. A removed
+//! topic is marked under its own lock, and a publisher or subscriber that
+//! looked it up just before finds the mark and looks the name up again,
+//! so nothing is ever published into a topic nobody can reach.
 
-use std::collections::{HashMap, VecDeque};
+use std::cmp::{Ordering as Order, Reverse};
+use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::fmt;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -20,6 +35,9 @@ use crossbeam_channel::{Receiver, Sender, unbounded};
 use crate::event::{Event, Frame, ID_ROOM};
 use crate::metrics::Metrics;
 use crate::pool::{Inbox, Notify};
+
+/// Topics one subscription may name.
+pub(crate) const MAX_SUBSCRIPTION_TOPICS: usize = 64;
 
 /// Limits of a [`Hub`].
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -30,6 +48,10 @@ pub struct HubLimits {
     pub queue: usize,
     /// Topics held at once.
     pub max_topics: usize,
+    /// Bytes of retained events of all topics together, counted by encoded
+    /// frame size; over it, the oldest events (smallest ids, across topics)
+    /// leave the history first.
+    pub history_bytes: usize,
 }
 
 impl Default for HubLimits {
@@ -38,6 +60,7 @@ impl Default for HubLimits {
             history: 1024,
             queue: 256,
             max_topics: 10_000,
+            history_bytes: 64 << 20,
         }
     }
 }
@@ -72,6 +95,8 @@ pub enum SubscribeError {
     InvalidTopic,
     /// Creating a topic would exceed the hub's `max_topics`.
     TooManyTopics,
+    /// More than 64 topics were named (repeats count).
+    TopicListTooLong,
 }
 
 impl fmt::Display for SubscribeError {
@@ -80,6 +105,10 @@ impl fmt::Display for SubscribeError {
             SubscribeError::NoTopic => f.write_str("missing topic parameter"),
             SubscribeError::InvalidTopic => f.write_str(TOPIC_RULE),
             SubscribeError::TooManyTopics => f.write_str("too many topics"),
+            SubscribeError::TopicListTooLong => write!(
+                f,
+                "too many topic parameters: a subscription names at most {MAX_SUBSCRIPTION_TOPICS} topics"
+            ),
         }
     }
 }
@@ -99,6 +128,21 @@ pub fn valid_topic(name: &str) -> bool {
         && name
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"_-.:/".contains(&b))
+}
+
+/// A `Last-Event-ID` value as an id: decimal digits only (surrounding
+/// spaces and tabs allowed), else `None` (the client gets live events
+/// only). A number beyond `u64::MAX` is larger than any id ever issued, so
+/// it saturates there: the subscriber then gets a `gap`, as for any id from
+/// the future, instead of an overflow.
+pub(crate) fn parse_last_event_id(value: &str) -> Option<u64> {
+    let digits = value.trim_matches([' ', '\t']);
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    Some(digits.bytes().fold(0u64, |n, b| {
+        n.saturating_mul(10).saturating_add(u64::from(b - b'0'))
+    }))
 }
 
 /// A set of topics shared by publishers and subscribers on any thread.
@@ -129,11 +173,47 @@ struct Inner {
     /// topic, so that their queues get ids in order across topics; publishes
     /// to a topic without such subscribers never take it.
     across_topics: Mutex<()>,
-    topics: RwLock<HashMap<String, Arc<Topic>>>,
+    /// Encoded bytes of every topic's history, changed under that topic's
+    /// lock.
+    held_bytes: AtomicUsize,
+    /// Set while a thread evicts for `history_bytes`.
+    shrinking: AtomicBool,
+    /// One entry for each topic with history, none for the others. An
+    /// entry is out of the heap only while `shrink` looks at its topic.
+    oldest: Mutex<BinaryHeap<Oldest>>,
+    topics: RwLock<HashMap<Box<str>, Arc<Topic>>>,
     metrics: Arc<Metrics>,
 }
 
+/// A topic's oldest retained id, or less: the history's own `--history`
+/// limit drops events without updating it. The heap's top is the oldest.
+struct Oldest {
+    id: u64,
+    topic: Arc<Topic>,
+}
+
+impl PartialEq for Oldest {
+    fn eq(&self, other: &Self) -> bool {
+        self.id == other.id
+    }
+}
+
+impl Eq for Oldest {}
+
+impl PartialOrd for Oldest {
+    fn partial_cmp(&self, other: &Self) -> Option<Order> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Oldest {
+    fn cmp(&self, other: &Self) -> Order {
+        Reverse(self.id).cmp(&Reverse(other.id))
+    }
+}
+
 struct Topic {
+    name: Box<str>,
     state: Mutex<TopicState>,
 }
 
@@ -145,6 +225,21 @@ struct TopicState {
     subscribers: Vec<Subscriber>,
     /// How many of `subscribers` also listen to other topics.
     multi_topic: usize,
+    /// No longer in the hub: look the name up again.
+    removed: bool,
+}
+
+impl TopicState {
+    fn unused(&self) -> bool {
+        self.history.is_empty() && self.subscribers.is_empty()
+    }
+
+    /// Drops the oldest retained event.
+    fn drop_oldest(&mut self) -> Option<Frame> {
+        let f = self.history.pop_front()?;
+        self.dropped_upto = self.dropped_upto.max(f.id());
+        Some(f)
+    }
 }
 
 struct Subscriber {
@@ -179,8 +274,136 @@ fn lock(topic: &Topic) -> MutexGuard<'_, TopicState> {
     topic.state.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+impl Inner {
+    fn oldest(&self) -> MutexGuard<'_, BinaryHeap<Oldest>> {
+        self.oldest.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn topic(&self, name: &str) -> Result<Arc<Topic>, PublishError> {
+        if !valid_topic(name) {
+            return Err(PublishError::InvalidTopic);
+        }
+        if let Some(t) = self
+            .topics
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(name)
+        {
+            return Ok(t.clone());
+        }
+        let mut topics = self.topics.write().unwrap_or_else(|p| p.into_inner());
+        if let Some(t) = topics.get(name) {
+            return Ok(t.clone());
+        }
+        if topics.len() >= self.limits.max_topics {
+            return Err(PublishError::TooManyTopics);
+        }
+        let t = Arc::new(Topic {
+            name: name.into(),
+            state: Mutex::new(TopicState::default()),
+        });
+        topics.insert(name.into(), t.clone());
+        self.metrics
+            .topics
+            .store(topics.len() as u64, Ordering::Relaxed);
+        Ok(t)
+    }
+
+    /// Removes `topic` from the hub if it has neither history nor
+    /// subscribers. Lock order: the topic map, then a topic; nobody takes
+    /// the map while holding a topic.
+    fn forget(&self, topic: &Arc<Topic>) {
+        let mut topics = self.topics.write().unwrap_or_else(|p| p.into_inner());
+        let mut st = lock(topic);
+        if st.removed || !st.unused() {
+            return;
+        }
+        st.removed = true;
+        drop(st);
+        if topics
+            .get(&topic.name)
+            .is_some_and(|t| Arc::ptr_eq(t, topic))
+        {
+            topics.remove(&topic.name);
+        }
+        self.metrics
+            .topics
+            .store(topics.len() as u64, Ordering::Relaxed);
+    }
+
+    /// Evicts the oldest retained events, across topics, until the history
+    /// fits in `history_bytes`. Called with no lock held, by a publisher
+    /// that took the history over the limit. One thread evicts at a time, so
+    /// no more is evicted than needed; a publisher that finds another one
+    /// at it leaves its bytes to that one, which looks again once done.
+    fn shrink(&self) {
+        let limit = self.limits.history_bytes;
+        while self.held_bytes.load(Ordering::SeqCst) > limit {
+            if self.shrinking.swap(true, Ordering::SeqCst) {
+                return;
+            }
+            let _done = Shrinking(&self.shrinking);
+            while self.held_bytes.load(Ordering::SeqCst) > limit && self.evict_oldest() {}
+        }
+    }
+
+    /// Evicts the oldest retained event of all topics; `false` when no
+    /// topic holds any. Only while `shrinking` is set.
+    fn evict_oldest(&self) -> bool {
+        // Ends: each round either evicts, or moves an entry up to its
+        // topic's true oldest id, which only publishes move on.
+        loop {
+            let Some(entry) = self.oldest().pop() else {
+                return false;
+            };
+            // The lock order is a topic, then the heap: not both at once here.
+            let mut st = lock(&entry.topic);
+            let Some(front) = st.history.front().map(Frame::id) else {
+                // Cannot happen (only this thread empties a history); an
+                // empty topic needs no entry anyway.
+                continue;
+            };
+            if front > entry.id {
+                // Events left by the per-topic limit: this topic may not hold
+                // the oldest after all.
+                self.oldest().push(Oldest {
+                    id: front,
+                    topic: entry.topic.clone(),
+                });
+                continue;
+            }
+            if let Some(f) = st.drop_oldest() {
+                self.held_bytes.fetch_sub(f.bytes().len(), Ordering::SeqCst);
+            }
+            if let Some(next) = st.history.front() {
+                self.oldest().push(Oldest {
+                    id: next.id(),
+                    topic: entry.topic.clone(),
+                });
+            }
+            let unused = st.unused();
+            drop(st);
+            if unused {
+                self.forget(&entry.topic);
+            }
+            return true;
+        }
+    }
+}
+
+/// Clears `Inner::shrinking`, even if evicting panicked: a stuck flag would
+/// let the history grow without bound.
+struct Shrinking<'a>(&'a AtomicBool);
+
+impl Drop for Shrinking<'_> {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::SeqCst);
+    }
+}
+
 impl Hub {
-    /// A hub with the default limits (history 1024, queue 256, 10,000 topics).
+    /// A hub with the default limits (history 1024, queue 256, 10,000
+    /// topics, 64 MiB of history in all).
     pub fn new() -> Hub {
         Hub::with_limits(HubLimits::default())
     }
@@ -188,11 +411,13 @@ impl Hub {
     /// A hub with the given limits (each at least 1).
     ///
     /// ```
-    /// let hub = tinysse::Hub::with_limits(tinysse::HubLimits { history: 10, queue: 8, max_topics: 2 });
-    /// hub.publish("a", &tinysse::Event::data("1"))?;
-    /// hub.publish("b", &tinysse::Event::data("2"))?;
-    /// assert_eq!(hub.publish("c", &tinysse::Event::data("3")), Err(tinysse::PublishError::TooManyTopics));
-    /// # Ok::<(), tinysse::PublishError>(())
+    /// use tinysse::{Event, Hub, HubLimits, PublishError};
+    ///
+    /// let hub = Hub::with_limits(HubLimits { history: 10, queue: 8, max_topics: 2, ..HubLimits::default() });
+    /// hub.publish("a", &Event::data("1"))?;
+    /// hub.publish("b", &Event::data("2"))?;
+    /// assert_eq!(hub.publish("c", &Event::data("3")), Err(PublishError::TooManyTopics));
+    /// # Ok::<(), PublishError>(())
     /// ```
     pub fn with_limits(limits: HubLimits) -> Hub {
         Hub::with_metrics(limits, Arc::new(Metrics::default()))
@@ -203,6 +428,7 @@ impl Hub {
             history: limits.history.max(1),
             queue: limits.queue.max(1),
             max_topics: limits.max_topics.max(1),
+            history_bytes: limits.history_bytes.max(1),
         };
         // Seeding from the clock keeps ids growing across restarts, so a
         // client's Last-Event-ID from an earlier run is never mistaken for a
@@ -218,6 +444,9 @@ impl Hub {
                 next_id: AtomicU64::new(now_us),
                 next_sub: AtomicU64::new(0),
                 across_topics: Mutex::new(()),
+                held_bytes: AtomicUsize::new(0),
+                shrinking: AtomicBool::new(false),
+                oldest: Mutex::new(BinaryHeap::new()),
                 topics: RwLock::new(HashMap::new()),
                 metrics,
             }),
@@ -243,35 +472,17 @@ impl Hub {
             .len()
     }
 
-    fn topic(&self, name: &str) -> Result<Arc<Topic>, PublishError> {
-        if !valid_topic(name) {
-            return Err(PublishError::InvalidTopic);
-        }
-        if let Some(t) = self
-            .inner
-            .topics
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(name)
-        {
-            return Ok(t.clone());
-        }
-        let mut topics = self.inner.topics.write().unwrap_or_else(|p| p.into_inner());
-        if let Some(t) = topics.get(name) {
-            return Ok(t.clone());
-        }
-        if topics.len() >= self.inner.limits.max_topics {
-            return Err(PublishError::TooManyTopics);
-        }
-        let t = Arc::new(Topic {
-            state: Mutex::new(TopicState::default()),
-        });
-        topics.insert(name.to_string(), t.clone());
-        self.inner
-            .metrics
-            .topics
-            .store(topics.len() as u64, Ordering::Relaxed);
-        Ok(t)
+    /// The bytes of retained events, all topics together (see
+    /// [`HubLimits::history_bytes`]).
+    ///
+    /// ```
+    /// let hub = tinysse::Hub::new();
+    /// let id = hub.publish("t", &tinysse::Event::data("hi"))?;
+    /// assert_eq!(hub.history_bytes(), format!("id: {id}\ndata: hi\n\n").len());
+    /// # Ok::<(), tinysse::PublishError>(())
+    /// ```
+    pub fn history_bytes(&self) -> usize {
+        self.inner.held_bytes.load(Ordering::SeqCst)
     }
 
     /// Publishes `event` on `topic` and returns the id it was given (any id
@@ -285,93 +496,71 @@ impl Hub {
     /// # Ok::<(), tinysse::PublishError>(())
     /// ```
     pub fn publish(&self, topic: &str, event: &Event) -> Result<u64, PublishError> {
-        let topic = self.topic(topic)?;
         // Encode once, outside the lock, with room for the id line.
         let mut bytes = vec![0u8; ID_ROOM];
         event.encode_fields(&mut bytes, false);
         let bytes: Arc<[u8]> = bytes.into();
+        let inner = &*self.inner;
+        // Ends: a topic is removed only once it is unused, and each round
+        // here follows such a removal by someone else.
+        loop {
+            let topic = inner.topic(topic)?;
+            let mut st = lock(&topic);
+            if st.removed {
+                continue;
+            }
+            // Per topic, its lock orders ids and deliveries. A subscriber to
+            // several topics also needs publishers to different topics kept in
+            // step, or it could get id 7 after id 8 and, reconnecting from 8,
+            // never see 7. Lock order: a topic, then this; never the reverse.
+            let in_step = (st.multi_topic > 0).then(|| {
+                inner
+                    .across_topics
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+            });
+            let id = inner.next_id.fetch_add(1, Ordering::Relaxed);
+            let frame = Frame::with_reserved_id(bytes, id);
+            let size = frame.bytes().len();
+            if st.history.is_empty() {
+                inner.oldest().push(Oldest {
+                    id,
+                    topic: topic.clone(),
+                });
+            } else if st.history.len() >= inner.limits.history
+                && let Some(old) = st.drop_oldest()
+            {
+                inner
+                    .held_bytes
+                    .fetch_sub(old.bytes().len(), Ordering::SeqCst);
+            }
+            let held = inner.held_bytes.fetch_add(size, Ordering::SeqCst) + size;
+            st.history.push_back(frame.clone());
+            let wake = deliver(inner, &mut st, &frame);
+            drop(in_step);
+            drop(st);
 
-        let mut st = lock(&topic);
-        // Per topic, its lock orders ids and deliveries. A subscriber to
-        // several topics also needs publishers to different topics kept in
-        // step, or it could get id 7 after id 8 and, reconnecting from 8,
-        // never see 7. Lock order: a topic, then this; never the reverse.
-        let in_step = (st.multi_topic > 0).then(|| {
-            self.inner
-                .across_topics
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-        });
-        let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
-        let frame = Frame::with_reserved_id(bytes, id);
-        if st.history.len() >= self.inner.limits.history
-            && let Some(old) = st.history.pop_front()
-        {
-            st.dropped_upto = old.id();
+            // After the lock: a wake-up is a syscall, and the pool thread would
+            // only contend for the lock it is still held in.
+            for w in wake {
+                w.wake();
+            }
+            if held > inner.limits.history_bytes {
+                inner.shrink();
+            }
+            inner
+                .metrics
+                .events_published
+                .fetch_add(1, Ordering::Relaxed);
+            return Ok(id);
         }
-        st.history.push_back(frame.clone());
-        let metrics = &self.inner.metrics;
-        let queue_limit = self.inner.limits.queue;
-        let mut wake: Vec<Arc<Inbox>> = Vec::new();
-        // A subscriber the pool already has listed costs no wake-up: when
-        // its socket is full, publishing must not keep waking the thread
-        // for nothing.
-        let mut listed = |n: &Notify| {
-            if n.mark() && !wake.iter().any(|w| Arc::ptr_eq(w, n.inbox())) {
-                wake.push(n.inbox().clone());
-            }
-        };
-        let mut deliver = |s: &Subscriber| -> bool {
-            if s.evicted.load(Ordering::Relaxed) {
-                return false;
-            }
-            // The queue is bounded here rather than by the channel: a bounded
-            // crossbeam channel allocates every slot up front (10 KiB for 256
-            // frames), which idle subscribers would pay for nothing. Only
-            // publishers holding this topic's lock add to it, so the check
-            // cannot be raced past except by a subscriber's other topics.
-            if s.queue.len() >= queue_limit {
-                if !s.evicted.swap(true, Ordering::AcqRel) {
-                    metrics.subscribers_evicted.fetch_add(1, Ordering::Relaxed);
-                }
-                // Its pool thread ends the stream.
-                if let Some(n) = &s.notify {
-                    listed(n);
-                }
-                return false;
-            }
-            // Unbounded: an error only means the subscriber has gone.
-            let sent = s.queue.try_send(frame.clone()).is_ok();
-            if sent && let Some(n) = &s.notify {
-                listed(n);
-            }
-            sent
-        };
-        let mut gone_multi = 0;
-        st.subscribers.retain(|s| {
-            let keep = deliver(s);
-            if !keep && s.multi_topic {
-                gone_multi += 1;
-            }
-            keep
-        });
-        st.multi_topic -= gone_multi;
-        drop(in_step);
-        drop(st);
-
-        // After the lock: a wake-up is a syscall, and the pool thread would
-        // only contend for the lock it is still held in.
-        for w in wake {
-            w.wake();
-        }
-        metrics.events_published.fetch_add(1, Ordering::Relaxed);
-        Ok(id)
     }
 
-    /// Subscribes to `topics` (created if new). With `last_event_id`, the
-    /// subscription starts with the retained events after that id (and a
-    /// `gap` event first when some can no longer be replayed); live events
-    /// follow with no gap and no duplicate.
+    /// Subscribes to `topics` (created if new; at most 64, repeats
+    /// counted). With `last_event_id`, the subscription starts with the
+    /// retained events after that id (and a `gap` event first when some can
+    /// no longer be replayed, or the id is larger than any this hub
+    /// issued); live events follow with no gap and no duplicate.
     ///
     /// ```
     /// let hub = tinysse::Hub::new();
@@ -401,34 +590,68 @@ impl Hub {
         if topics.is_empty() {
             return Err(SubscribeError::NoTopic);
         }
+        if topics.len() > MAX_SUBSCRIPTION_TOPICS {
+            return Err(SubscribeError::TopicListTooLong);
+        }
         let mut names: Vec<&str> = topics.iter().map(|t| t.as_ref()).collect();
+        if !names.iter().all(|n| valid_topic(n)) {
+            return Err(SubscribeError::InvalidTopic);
+        }
         names.sort_unstable();
         names.dedup();
-        let mut handles = Vec::with_capacity(names.len());
+        let inner = &*self.inner;
+        let mut handles: Vec<Arc<Topic>> = Vec::with_capacity(names.len());
         for name in &names {
-            match self.topic(name) {
+            match inner.topic(name) {
                 Ok(t) => handles.push(t),
-                Err(PublishError::InvalidTopic) => return Err(SubscribeError::InvalidTopic),
-                Err(PublishError::TooManyTopics) => return Err(SubscribeError::TooManyTopics),
+                Err(e) => {
+                    // Topics this call created must not outlive it unused.
+                    for t in &handles {
+                        inner.forget(t);
+                    }
+                    return Err(match e {
+                        PublishError::InvalidTopic => SubscribeError::InvalidTopic,
+                        PublishError::TooManyTopics => SubscribeError::TooManyTopics,
+                    });
+                }
             }
         }
         let (tx, rx) = unbounded();
         let evicted = Arc::new(AtomicBool::new(false));
-        let key = self.inner.next_sub.fetch_add(1, Ordering::Relaxed);
-        let mut replay = Vec::new();
-        let mut gap = false;
+        let key = inner.next_sub.fetch_add(1, Ordering::Relaxed);
         let multi_topic = handles.len() > 1;
         // Every topic locked at once (in name order, so two subscribers never
         // wait on each other): no publish to any of them can fall between
-        // the replay snapshot of one and the registration in another.
-        let mut states: Vec<_> = handles.iter().map(|t| lock(t)).collect();
-        for st in &mut states {
-            if let Some(last) = last_event_id {
-                replay.extend(st.history.iter().filter(|f| f.id() > last).cloned());
-                // Events after `last` exist that we no longer hold: those that
-                // left history, or any from before this hub started.
-                gap |= st.dropped_upto > last || last + 1 < self.inner.first_id;
+        // the replay snapshot of one and the registration in another. A
+        // topic removed meanwhile is looked up again (see `publish` for why
+        // this ends).
+        let mut states = loop {
+            let states: Vec<_> = handles.iter().map(|t| lock(t)).collect();
+            let gone: Vec<usize> = (0..states.len()).filter(|&i| states[i].removed).collect();
+            if gone.is_empty() {
+                break states;
             }
+            drop(states);
+            for i in gone {
+                match inner.topic(names[i]) {
+                    Ok(t) => handles[i] = t,
+                    Err(e) => {
+                        for t in &handles {
+                            inner.forget(t);
+                        }
+                        return Err(match e {
+                            PublishError::InvalidTopic => SubscribeError::InvalidTopic,
+                            PublishError::TooManyTopics => SubscribeError::TooManyTopics,
+                        });
+                    }
+                }
+            }
+        };
+        let (prelude, gap) = match last_event_id {
+            Some(last) => replay(inner, &states, last),
+            None => (Vec::new(), false),
+        };
+        for st in &mut states {
             st.subscribers.push(Subscriber {
                 key,
                 queue: tx.clone(),
@@ -439,20 +662,119 @@ impl Hub {
             st.multi_topic += usize::from(multi_topic);
         }
         drop(states);
-        replay.sort_unstable_by_key(|f| f.id());
-        let gap = match last_event_id {
-            Some(last) if gap => Some(gap_frame(last, replay.first().map(|f| f.id()))),
-            _ => None,
-        };
         Ok(Subscription {
+            hub: self.inner.clone(),
             topics: handles,
             key,
             gap,
-            replay,
+            prelude,
             queue: rx,
             evicted,
         })
     }
+}
+
+/// Hands `frame` to every subscriber of the locked topic `st`, drops those
+/// gone or evicted, and returns the pool threads to wake.
+fn deliver(inner: &Inner, st: &mut TopicState, frame: &Frame) -> Vec<Arc<Inbox>> {
+    let metrics = &inner.metrics;
+    let queue_limit = inner.limits.queue;
+    let mut wake: Vec<Arc<Inbox>> = Vec::new();
+    // A subscriber the pool already has listed costs no wake-up: when
+    // its socket is full, publishing must not keep waking the thread
+    // for nothing.
+    let mut listed = |n: &Notify| {
+        if n.mark() && !wake.iter().any(|w| Arc::ptr_eq(w, n.inbox())) {
+            wake.push(n.inbox().clone());
+        }
+    };
+    let mut deliver = |s: &Subscriber| -> bool {
+        if s.evicted.load(Ordering::Relaxed) {
+            return false;
+        }
+        // The queue is bounded here rather than by the channel: a bounded
+        // crossbeam channel allocates every slot up front (10 KiB for 256
+        // frames), which idle subscribers would pay for nothing. Only
+        // publishers holding this topic's lock add to it, so the check
+        // cannot be raced past except by a subscriber's other topics.
+        if s.queue.len() >= queue_limit {
+            if !s.evicted.swap(true, Ordering::AcqRel) {
+                metrics.subscribers_evicted.fetch_add(1, Ordering::Relaxed);
+            }
+            // Its pool thread ends the stream.
+            if let Some(n) = &s.notify {
+                listed(n);
+            }
+            return false;
+        }
+        // Unbounded: an error only means the subscriber has gone.
+        let sent = s.queue.try_send(frame.clone()).is_ok();
+        if sent && let Some(n) = &s.notify {
+            listed(n);
+        }
+        sent
+    };
+    let mut gone_multi = 0;
+    st.subscribers.retain(|s| {
+        let keep = deliver(s);
+        if !keep && s.multi_topic {
+            gone_multi += 1;
+        }
+        keep
+    });
+    st.multi_topic -= gone_multi;
+    wake
+}
+
+/// The gap event (when one is due) and the retained events after `last` of
+/// the locked topics, in id order: one vector, built once, whose frames
+/// share their bytes with the history.
+fn replay(inner: &Inner, states: &[MutexGuard<'_, TopicState>], last: u64) -> (Vec<Frame>, bool) {
+    // Events after `last` exist that we no longer hold: those that left
+    // history, any from before this hub started, or, for an id larger than
+    // any issued (a clock that went back, another server), whatever it
+    // stands for.
+    let from_before = last.saturating_add(1) < inner.first_id;
+    let from_future = last >= inner.next_id.load(Ordering::Relaxed);
+    let mut gap = from_before || from_future;
+    let mut runs = Vec::with_capacity(states.len());
+    let mut count = 0;
+    for st in states {
+        gap |= st.dropped_upto > last;
+        let start = st.history.partition_point(|f| f.id() <= last);
+        count += st.history.len() - start;
+        let mut run = st.history.range(start..).peekable();
+        if run.peek().is_some() {
+            runs.push(run);
+        }
+    }
+    let mut out = Vec::with_capacity(usize::from(gap) + count);
+    if gap {
+        // Its oldest id is known once the rest is in place.
+        out.push(Frame::new(0, Vec::new()));
+    }
+    if let [run] = &mut runs[..] {
+        out.extend(run.cloned());
+    } else {
+        // Each topic's history is in id order already: merge them.
+        let mut heads: BinaryHeap<Reverse<(u64, usize)>> = runs
+            .iter_mut()
+            .enumerate()
+            .filter_map(|(i, r)| r.peek().map(|f| Reverse((f.id(), i))))
+            .collect();
+        while let Some(Reverse((_, i))) = heads.pop() {
+            if let Some(f) = runs[i].next() {
+                out.push(f.clone());
+            }
+            if let Some(f) = runs[i].peek() {
+                heads.push(Reverse((f.id(), i)));
+            }
+        }
+    }
+    if gap {
+        out[0] = gap_frame(last, out.get(1).map(|f| f.id()));
+    }
+    (out, gap)
 }
 
 fn gap_frame(asked: u64, oldest: Option<u64>) -> Frame {
@@ -465,10 +787,13 @@ fn gap_frame(asked: u64, oldest: Option<u64>) -> Frame {
 /// A live subscription: a replay to send first, then a queue of frames.
 /// Dropping it unregisters it from its topics.
 pub struct Subscription {
+    hub: Arc<Inner>,
     topics: Vec<Arc<Topic>>,
     key: u64,
-    gap: Option<Frame>,
-    replay: Vec<Frame>,
+    /// `prelude` starts with a gap event.
+    gap: bool,
+    /// The gap event, if any, then the replay.
+    prelude: Vec<Frame>,
     queue: Receiver<Frame>,
     evicted: Arc<AtomicBool>,
 }
@@ -477,18 +802,25 @@ impl Subscription {
     /// The `gap` event to send before the replay, when some events after the
     /// asked id can no longer be replayed.
     pub fn gap(&self) -> Option<&Frame> {
-        self.gap.as_ref()
+        self.prelude.first().filter(|_| self.gap)
     }
 
     /// The retained events after the asked id, oldest first.
     pub fn replay(&self) -> &[Frame] {
-        &self.replay
+        &self.prelude[usize::from(self.gap)..]
     }
 
     /// The gap event (if any) followed by the replay: everything to write
-    /// before live frames.
-    pub fn prelude(&self) -> Vec<Frame> {
-        self.gap.iter().chain(&self.replay).cloned().collect()
+    /// before live frames. The frames share their bytes with the history.
+    pub fn prelude(&self) -> &[Frame] {
+        &self.prelude
+    }
+
+    /// Takes the prelude out, for a writer that consumes it frame by frame
+    /// and frees it once written.
+    pub(crate) fn take_prelude(&mut self) -> Vec<Frame> {
+        self.gap = false;
+        std::mem::take(&mut self.prelude)
     }
 
     /// The queue of live frames, each published after the subscription began.
@@ -517,6 +849,11 @@ impl Drop for Subscription {
                 !mine
             });
             st.multi_topic -= gone_multi;
+            let unused = st.unused();
+            drop(st);
+            if unused {
+                self.hub.forget(t);
+            }
         }
     }
 }
@@ -524,8 +861,8 @@ impl Drop for Subscription {
 impl fmt::Debug for Subscription {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Subscription")
-            .field("replay", &self.replay.len())
-            .field("gap", &self.gap.is_some())
+            .field("replay", &self.replay().len())
+            .field("gap", &self.gap)
             .finish_non_exhaustive()
     }
 }
@@ -539,6 +876,7 @@ mod tests {
             history,
             queue,
             max_topics: 100,
+            ..HubLimits::default()
         }
     }
 
@@ -591,12 +929,15 @@ mod tests {
     fn dropping_a_subscription_unregisters_it() {
         let hub = Hub::new();
         let sub = hub.subscribe(&["a", "b"], None).unwrap();
+        let held: Vec<_> = ["a", "b"].map(|name| hub.inner.topic(name).unwrap()).into();
         drop(sub);
-        for name in ["a", "b"] {
-            let t = hub.topic(name).unwrap();
+        for t in held {
             assert!(lock(&t).subscribers.is_empty());
             assert_eq!(lock(&t).multi_topic, 0);
+            // Unused now: forgotten.
+            assert!(lock(&t).removed);
         }
+        assert_eq!(hub.topic_count(), 0);
     }
 
     #[test]
@@ -645,6 +986,7 @@ mod ordering_tests {
             history: 100_000,
             queue: 1_000_000,
             max_topics: 10,
+            ..HubLimits::default()
         });
         for round in 0..20 {
             let sub = hub.subscribe(&["a", "b"], None).unwrap();
@@ -668,6 +1010,342 @@ mod ordering_tests {
                 ids.windows(2).all(|w| w[0] < w[1]),
                 "round {round}: ids out of order"
             );
+        }
+    }
+}
+
+#[cfg(test)]
+mod limit_tests {
+    use std::collections::HashSet;
+    use std::sync::Barrier;
+
+    use super::*;
+
+    fn ids(frames: &[Frame]) -> Vec<u64> {
+        frames.iter().map(|f| f.id()).collect()
+    }
+
+    fn text(f: &Frame) -> String {
+        String::from_utf8(f.bytes().to_vec()).unwrap()
+    }
+
+    #[test]
+    fn an_unused_topic_is_forgotten() {
+        let hub = Hub::with_limits(HubLimits {
+            max_topics: 2,
+            ..HubLimits::default()
+        });
+        let sub = hub.subscribe(&["a", "b"], None).unwrap();
+        assert_eq!(hub.topic_count(), 2);
+        assert_eq!(hub.metrics().topics(), 2);
+        drop(sub);
+        assert_eq!(hub.topic_count(), 0);
+        assert_eq!(hub.metrics().topics(), 0);
+        // Waves of subscribers to new topics never use up max_topics.
+        for i in 0..100 {
+            let sub = hub
+                .subscribe(&[format!("x{i}"), format!("y{i}")], None)
+                .unwrap();
+            drop(sub);
+        }
+        assert_eq!(hub.topic_count(), 0);
+        // A topic with history is kept after its last subscriber leaves.
+        let sub = hub.subscribe(&["kept"], None).unwrap();
+        let id = hub.publish("kept", &Event::data("x")).unwrap();
+        drop(sub);
+        assert_eq!(hub.topic_count(), 1);
+        let again = hub.subscribe(&["kept"], Some(id - 1)).unwrap();
+        assert_eq!(ids(again.replay()), [id]);
+    }
+
+    #[test]
+    fn a_refused_subscription_leaves_no_topic_behind() {
+        let hub = Hub::with_limits(HubLimits {
+            max_topics: 2,
+            ..HubLimits::default()
+        });
+        hub.publish("held", &Event::data("x")).unwrap();
+        assert_eq!(
+            hub.subscribe(&["a", "b", "c"], None).unwrap_err(),
+            SubscribeError::TooManyTopics
+        );
+        assert_eq!(hub.topic_count(), 1);
+        let many: Vec<String> = (0..=MAX_SUBSCRIPTION_TOPICS)
+            .map(|i| format!("t{i}"))
+            .collect();
+        let hub = Hub::new();
+        assert_eq!(
+            hub.subscribe(&many, None).unwrap_err(),
+            SubscribeError::TopicListTooLong
+        );
+        assert_eq!(
+            hub.subscribe(&vec!["same"; MAX_SUBSCRIPTION_TOPICS + 1], None)
+                .unwrap_err(),
+            SubscribeError::TopicListTooLong
+        );
+        assert_eq!(hub.topic_count(), 0);
+        assert!(
+            hub.subscribe(&many[..MAX_SUBSCRIPTION_TOPICS], None)
+                .is_ok()
+        );
+    }
+
+    /// Publishers racing with subscribers that come and go on the same new
+    /// topics, which are forgotten whenever the last one leaves before the
+    /// first publish: every id answered is in the history or was delivered,
+    /// never published into a topic the hub no longer holds.
+    #[test]
+    fn publishing_never_lands_in_a_forgotten_topic() {
+        const ROUNDS: usize = 1000;
+        const TOPICS: usize = 3;
+        const CHURNERS: usize = 3;
+        let hub = Hub::with_limits(HubLimits {
+            history: 100_000,
+            queue: 100_000,
+            ..HubLimits::default()
+        });
+        let names = |round: usize| -> Vec<String> {
+            (0..TOPICS).map(|t| format!("r{round}-{t}")).collect()
+        };
+        let start = Arc::new(Barrier::new(2 + CHURNERS));
+        let publishers: Vec<_> = (0..2)
+            .map(|p| {
+                let (hub, start) = (hub.clone(), start.clone());
+                std::thread::spawn(move || {
+                    let mut published = Vec::new();
+                    let mut missed = Vec::new();
+                    for round in 0..ROUNDS {
+                        // No panic between barriers: the others would wait
+                        // for this thread for ever.
+                        start.wait();
+                        for t in names(round).iter().cycle().skip(p).take(TOPICS) {
+                            // The first publisher listens to its topic first:
+                            // registered in a topic that was being forgotten,
+                            // it would not get its own event.
+                            let own = (p == 0).then(|| hub.subscribe(&[t], None));
+                            let Ok(id) = hub.publish(t, &Event::data("x")) else {
+                                missed.push(0);
+                                continue;
+                            };
+                            if let Some(Ok(own)) = own
+                                && !own.receiver().try_iter().any(|f| f.id() == id)
+                            {
+                                missed.push(id);
+                            }
+                            published.push(id);
+                        }
+                    }
+                    (published, missed)
+                })
+            })
+            .collect();
+        let churners: Vec<_> = (0..CHURNERS)
+            .map(|c| {
+                let (hub, start) = (hub.clone(), start.clone());
+                std::thread::spawn(move || {
+                    let mut delivered = Vec::new();
+                    for round in 0..ROUNDS {
+                        let names = names(round);
+                        start.wait();
+                        for k in 0..40 {
+                            let first = (c + k) % TOPICS;
+                            let pick = [&names[first], &names[(first + 1) % TOPICS]];
+                            if let Ok(sub) = hub.subscribe(&pick[..1 + k % 2], None) {
+                                delivered.extend(sub.receiver().try_iter().map(|f| f.id()));
+                            }
+                        }
+                    }
+                    delivered
+                })
+            })
+            .collect();
+        let mut seen: HashSet<u64> = HashSet::new();
+        for c in churners {
+            seen.extend(c.join().unwrap());
+        }
+        let mut published = Vec::new();
+        for p in publishers {
+            let (ids, missed) = p.join().unwrap();
+            assert!(missed.is_empty(), "own events missed: {missed:?}");
+            published.extend(ids);
+        }
+        for round in 0..ROUNDS {
+            for t in names(round) {
+                let sub = hub.subscribe(&[t], Some(0)).unwrap();
+                seen.extend(ids(sub.replay()));
+            }
+        }
+        let lost: Vec<u64> = published
+            .into_iter()
+            .filter(|id| !seen.contains(id))
+            .collect();
+        assert!(
+            lost.is_empty(),
+            "{} answered ids are nowhere: {lost:?}",
+            lost.len()
+        );
+        assert_eq!(hub.topic_count(), ROUNDS * TOPICS);
+    }
+
+    #[test]
+    fn history_bytes_evicts_the_oldest_across_topics() {
+        // Every frame here is the same size: `id: <16 digits>\ndata: x\n\n`.
+        let probe = Hub::new();
+        probe.publish("p", &Event::data("x")).unwrap();
+        let frame = probe.history_bytes();
+        let hub = Hub::with_limits(HubLimits {
+            history_bytes: 5 * frame + frame / 2,
+            ..HubLimits::default()
+        });
+        let topics = ["a", "b", "a", "c", "a", "b", "b", "c", "a"];
+        let published: Vec<u64> = topics
+            .iter()
+            .map(|t| hub.publish(t, &Event::data("x")).unwrap())
+            .collect();
+        // The newest five, whatever their topics, are what is left.
+        assert_eq!(hub.history_bytes(), 5 * frame);
+        let all = hub.subscribe(&["a", "b", "c"], Some(0)).unwrap();
+        assert_eq!(ids(all.replay()), published[4..]);
+        assert!(all.gap().is_some());
+        // Asking from the first id: a gap naming the oldest still held.
+        let a = hub.subscribe(&["a"], Some(published[0])).unwrap();
+        assert_eq!(ids(a.replay()), [published[4], published[8]]);
+        assert_eq!(
+            text(a.gap().unwrap()),
+            format!(
+                "event: gap\ndata: {{\"lastEventId\":\"{}\",\"oldestId\":\"{}\"}}\n\n",
+                published[0], published[4]
+            )
+        );
+        // From inside what is held: no gap.
+        let b = hub.subscribe(&["b"], Some(published[5])).unwrap();
+        assert!(b.gap().is_none());
+        assert_eq!(ids(b.replay()), [published[6]]);
+        drop((all, a, b));
+        // Publishing more to `a` pushes out `b` and `c`, which are then
+        // unused and forgotten.
+        let more: Vec<u64> = (0..5)
+            .map(|_| hub.publish("a", &Event::data("x")).unwrap())
+            .collect();
+        assert_eq!(hub.topic_count(), 1);
+        let a = hub.subscribe(&["a"], Some(0)).unwrap();
+        assert_eq!(ids(a.replay()), more);
+    }
+
+    #[test]
+    fn the_per_topic_limit_keeps_the_byte_count_exact() {
+        let hub = Hub::with_limits(limits_bytes(3, 1 << 20));
+        for _ in 0..10 {
+            hub.publish("a", &Event::data("xyz")).unwrap();
+            hub.publish("b", &Event::data("x")).unwrap();
+        }
+        let sub = hub.subscribe(&["a", "b"], Some(0)).unwrap();
+        let held: usize = sub.replay().iter().map(|f| f.bytes().len()).sum();
+        assert_eq!(sub.replay().len(), 6);
+        assert_eq!(hub.history_bytes(), held);
+    }
+
+    fn limits_bytes(history: usize, history_bytes: usize) -> HubLimits {
+        HubLimits {
+            history,
+            history_bytes,
+            ..HubLimits::default()
+        }
+    }
+
+    /// A body of CRs is split into as many `data:` lines: its frame, not its
+    /// body, is what counts.
+    #[test]
+    fn the_encoded_size_is_what_counts() {
+        let hub = Hub::new();
+        let id = hub.publish("t", &Event::data("\r".repeat(1000))).unwrap();
+        assert_eq!(
+            hub.history_bytes(),
+            format!("id: {id}\n").len() + 1001 * "data:\n".len() + 1
+        );
+    }
+
+    #[test]
+    fn concurrent_publishers_stay_within_history_bytes() {
+        let hub = Hub::with_limits(limits_bytes(100_000, 64 << 10));
+        let threads: Vec<_> = (0..4)
+            .map(|p| {
+                let hub = hub.clone();
+                std::thread::spawn(move || {
+                    for i in 0..2_000 {
+                        let t = format!("t{}", (p + i) % 7);
+                        hub.publish(&t, &Event::data("y".repeat(i % 300))).unwrap();
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        let names: Vec<String> = (0..7).map(|t| format!("t{t}")).collect();
+        let sub = hub.subscribe(&names, Some(0)).unwrap();
+        let held: usize = sub.replay().iter().map(|f| f.bytes().len()).sum();
+        assert_eq!(hub.history_bytes(), held);
+        assert!(held <= 64 << 10, "{held}");
+        // Not much less either: one frame's worth below the limit at most.
+        assert!(held > (64 << 10) - 400, "{held}");
+        // What is left is the newest: no held id is older than one evicted.
+        let held_ids = ids(sub.replay());
+        let oldest = held_ids[0];
+        assert!(held_ids.windows(2).all(|w| w[0] < w[1]));
+        let gap = text(sub.gap().unwrap());
+        assert!(gap.contains(&format!("\"oldestId\":\"{oldest}\"")), "{gap}");
+    }
+
+    #[test]
+    fn client_ids_never_overflow() {
+        let hub = Hub::new();
+        let id = hub.publish("t", &Event::data("x")).unwrap();
+        // Larger than any id issued: a gap, nothing replayed.
+        for last in [u64::MAX, u64::MAX - 1, id + 1] {
+            let sub = hub.subscribe(&["t"], Some(last)).unwrap();
+            assert!(sub.replay().is_empty());
+            let gap = text(sub.gap().expect("a gap for an id from the future"));
+            assert!(
+                gap.contains(&format!("\"lastEventId\":\"{last}\"")),
+                "{gap}"
+            );
+            assert!(gap.ends_with("\"oldestId\":null}\n\n"), "{gap}");
+        }
+        // The latest id itself: up to date, no gap.
+        let sub = hub.subscribe(&["t"], Some(id)).unwrap();
+        assert!(sub.gap().is_none() && sub.replay().is_empty());
+        let sub = hub.subscribe(&["t"], Some(0)).unwrap();
+        assert_eq!(ids(sub.replay()), [id]);
+    }
+
+    #[test]
+    fn last_event_id_values() {
+        assert_eq!(parse_last_event_id("42"), Some(42));
+        assert_eq!(parse_last_event_id(" 42\t"), Some(42));
+        assert_eq!(parse_last_event_id("18446744073709551615"), Some(u64::MAX));
+        assert_eq!(parse_last_event_id("18446744073709551616"), Some(u64::MAX));
+        assert_eq!(parse_last_event_id(&"9".repeat(400)), Some(u64::MAX));
+        for bad in ["", " ", "+5", "-1", "1e3", "0x10", "4 2", "٣"] {
+            assert_eq!(parse_last_event_id(bad), None, "{bad:?}");
+        }
+    }
+
+    /// The prelude is one vector: the gap event, then the replay, whose
+    /// frames are the history's own bytes.
+    #[test]
+    fn the_replay_shares_the_history() {
+        let hub = Hub::with_limits(limits_bytes(2, 1 << 20));
+        let ids: Vec<u64> = (0..4)
+            .map(|_| hub.publish("t", &Event::data("x")).unwrap())
+            .collect();
+        let a = hub.subscribe(&["t"], Some(ids[0])).unwrap();
+        let b = hub.subscribe(&["t"], Some(ids[0])).unwrap();
+        assert_eq!(a.prelude().len(), 3);
+        assert!(std::ptr::eq(a.gap().unwrap(), &a.prelude()[0]));
+        assert!(std::ptr::eq(&a.replay()[0], &a.prelude()[1]));
+        for (x, y) in a.replay().iter().zip(b.replay()) {
+            assert!(std::ptr::eq(x.bytes(), y.bytes()));
         }
     }
 }

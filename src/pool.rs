@@ -190,13 +190,15 @@ impl Pool {
         &self,
         notify: &Notify,
         sock: TcpStream,
-        sub: Subscription,
+        mut sub: Subscription,
         spec: StreamSpec,
         slot: StreamSlot,
     ) -> io::Result<()> {
         sock.set_nonblocking(true)?;
         let mut out = spec.head;
-        let prelude = sub.prelude();
+        // Moved, not copied: the stream drains the hub's one replay vector
+        // and frees it once written.
+        let prelude = sub.take_prelude();
         let conn = Conn {
             key: notify.key,
             sock: mio::net::TcpStream::from_std(sock),
@@ -204,7 +206,8 @@ impl Pool {
             pos: 0,
             out_frames: 0,
             chunked: spec.chunked,
-            prelude: prelude.into(),
+            prelude: prelude.into_iter(),
+            replayed: false,
             sub,
             listed: notify.listed.clone(),
             last_write: Instant::now(),
@@ -269,7 +272,11 @@ struct Conn {
     /// Frames in `out`, counted once it is all written.
     out_frames: u64,
     chunked: bool,
-    prelude: VecDeque<Frame>,
+    /// The gap event and replay still to write.
+    prelude: std::vec::IntoIter<Frame>,
+    /// The last of the prelude is in `out`: once written, `out` gives back
+    /// the batch-sized room the replay made it take.
+    replayed: bool,
     sub: Subscription,
     listed: Arc<AtomicBool>,
     last_write: Instant,
@@ -324,6 +331,9 @@ impl Conn {
         self.out_frames = 0;
         self.out.clear();
         self.pos = 0;
+        if std::mem::take(&mut self.replayed) && self.out.capacity() > IDLE_BUFFER {
+            self.out.shrink_to(IDLE_BUFFER / 8);
+        }
         Ok(true)
     }
 
@@ -370,14 +380,22 @@ impl Conn {
     /// Moves replayed, then queued frames into `scratch`, up to a batch.
     fn gather(&mut self, scratch: &mut Vec<u8>) -> u64 {
         let mut frames = 0;
-        while scratch.len() < BATCH_BYTES {
-            let Some(f) = self.prelude.pop_front() else {
-                break;
-            };
-            f.encode_into(scratch);
-            frames += 1;
+        if self.prelude.len() > 0 {
+            while scratch.len() < BATCH_BYTES {
+                let Some(f) = self.prelude.next() else {
+                    break;
+                };
+                f.encode_into(scratch);
+                frames += 1;
+            }
+            if self.prelude.len() == 0 {
+                // The vector itself, up to 32 bytes per replayed event,
+                // goes now, not when the stream ends.
+                self.prelude = Vec::new().into_iter();
+                self.replayed = true;
+            }
         }
-        if self.prelude.is_empty() {
+        if self.prelude.len() == 0 {
             // Cleared before looking, so a frame queued after this drain
             // lists the subscriber again.
             self.listed.store(false, Ordering::Release);

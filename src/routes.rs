@@ -212,6 +212,11 @@ fn start_events(sh: &Arc<Shared>, rq: Request, sreq: &StreamRequest) {
         let _ = rq.respond(text(400, "missing topic parameter"));
         return;
     }
+    // Before anything is looked up or created: each name may create a topic.
+    if topics.len() > crate::hub::MAX_SUBSCRIPTION_TOPICS {
+        let _ = rq.respond(text(400, &SubscribeError::TopicListTooLong.to_string()));
+        return;
+    }
     if topics.iter().any(|t| !crate::hub::valid_topic(t)) {
         let _ = rq.respond(text(400, &SubscribeError::InvalidTopic.to_string()));
         return;
@@ -220,7 +225,7 @@ fn start_events(sh: &Arc<Shared>, rq: Request, sreq: &StreamRequest) {
     let last_id = sreq
         .header("Last-Event-ID")
         .or_else(|| sreq.query("lastEventId"))
-        .and_then(|v| v.trim().parse::<u64>().ok());
+        .and_then(crate::hub::parse_last_event_id);
     let Some(slot) = StreamSlot::take(sh) else {
         over_capacity(rq);
         return;
@@ -264,9 +269,9 @@ fn start_events(sh: &Arc<Shared>, rq: Request, sreq: &StreamRequest) {
         return;
     }
     let spawned = spawn_stream(slot, move || {
-        let prelude = sub.prelude();
+        // Written straight from the subscription's one replay vector.
         let rx = sub.receiver().clone();
-        let end = writer.run_with_prelude(rq.into_writer(), &prelude, rx);
+        let end = writer.run_with_prelude(rq.into_writer(), sub.prelude(), rx);
         log_end("/events", &end);
         drop(sub);
     });

@@ -255,6 +255,12 @@ impl ServerBuilder {
         max_topics, usize, |s, v| s.limits.max_topics = v, "max_topics(10_000)"
     );
     setter!(
+        /// Bytes of retained events of all topics together, counted by encoded
+        /// frame size (64 MiB by default); over it, the oldest events across
+        /// topics leave the history first.
+        history_bytes, usize, |s, v| s.limits.history_bytes = v, "history_bytes(64 << 20)"
+    );
+    setter!(
         /// The largest publish body in bytes.
         max_body, u64, |s, v| s.settings.max_body = v, "max_body(65536)"
     );

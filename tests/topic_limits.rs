@@ -68,3 +68,91 @@ fn a_flood_of_new_topics_is_capped() {
     let m = get(bin.addr, "/metrics");
     assert!(m.body.contains("tinysse_topics 500"), "{}", m.body);
 }
+
+/// A stream request's status and, for an error, its one-line reason.
+fn open(addr: std::net::SocketAddr, target: &str) -> (u16, Option<tinysse::EventStream>) {
+    let s = sse(addr, target, &[]);
+    match s.status() {
+        200 => (200, Some(s)),
+        other => (other, None),
+    }
+}
+
+fn topics_metric(addr: std::net::SocketAddr) -> u64 {
+    let m = get(addr, "/metrics");
+    m.body
+        .lines()
+        .find_map(|l| l.strip_prefix("tinysse_topics "))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("tinysse_topics in /metrics")
+}
+
+/// Finding 5: ten requests naming about 1,100 topics each once created
+/// 10,000 topics for good, and every new topic then got `429`. Now each
+/// gets `400` with a reason and creates nothing.
+#[test]
+fn a_subscription_naming_over_64_topics_is_refused_and_creates_none() {
+    let srv = start(builder());
+    let a = srv.addr();
+    for r in 0..10 {
+        let query: String = (0..1_100).map(|i| format!("topic={r}x{i}&")).collect();
+        let s = sse(a, &format!("/events?{query}lastEventId=0"), &[]);
+        assert_eq!(s.status(), 400, "request {r}");
+        let reason = s.body_text().unwrap();
+        assert!(reason.contains("at most 64 topics"), "{reason}");
+        assert_eq!(reason.trim_end().lines().count(), 1, "{reason}");
+    }
+    // 65 names, even of one topic, are over the limit too; 64 are not.
+    let query = "topic=same&".repeat(65);
+    assert_eq!(open(a, &format!("/events?{query}")).0, 400);
+    assert_eq!(topics_metric(a), 0);
+    assert_eq!(srv.handle().hub().topic_count(), 0);
+    let query: String = (0..64).map(|i| format!("topic=ok{i}&")).collect();
+    let (status, stream) = open(a, &format!("/events?{query}"));
+    assert_eq!(status, 200);
+    assert_eq!(topics_metric(a), 64);
+    // And a new topic is still welcome.
+    publish_ok(a, "fresh", &serde_json::json!(1));
+    drop(stream);
+    srv.stop();
+}
+
+/// Finding 5: topics nobody watches and that hold no history are forgotten,
+/// so waves of subscribers to new topics never use up `--max-topics`; a
+/// topic with history is kept.
+#[test]
+fn waves_of_subscribers_to_new_topics_never_exhaust_max_topics() {
+    const MAX: usize = 21;
+    let srv = start(builder().max_topics(MAX));
+    let a = srv.addr();
+    let kept = publish_ok(a, "kept", &serde_json::json!("history"));
+    for wave in 0..8 {
+        // Five subscribers to four new topics each: the cap, with `kept`.
+        let streams: Vec<_> = (0..5)
+            .map(|s| {
+                let query: String = (0..4).map(|t| format!("topic=w{wave}-{s}-{t}&")).collect();
+                let (status, stream) = open(a, &format!("/events?{query}"));
+                assert_eq!(status, 200, "wave {wave}, subscriber {s}");
+                stream.unwrap()
+            })
+            .collect();
+        assert_eq!(topics_metric(a), MAX as u64, "wave {wave}");
+        // One more new topic is over the cap while they are watched.
+        assert_eq!(open(a, &format!("/events?topic=extra{wave}")).0, 429);
+        for s in streams {
+            s.close();
+        }
+        assert!(
+            wait_until(TIMEOUT, || srv.handle().hub().topic_count() == 1),
+            "wave {wave}: {} topics left after the streams closed",
+            srv.handle().hub().topic_count()
+        );
+    }
+    assert_eq!(topics_metric(a), 1);
+    let before = (kept - 1).to_string();
+    let mut s = sse(a, "/events?topic=kept", &[("Last-Event-ID", &before)]);
+    let m = s.next_message().unwrap().unwrap();
+    assert_eq!(m.id, Some(kept.to_string()));
+    assert_eq!(m.data, "history");
+    srv.stop();
+}
