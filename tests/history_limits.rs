@@ -30,7 +30,7 @@ fn publish_many(
             let body = format!(r#"{{"topic":"{topic}","data":{data}}}"#);
             write!(
                 reqs,
-                "POST /publish HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+                "POST /publish HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
                 body.len()
             )
             .unwrap();
@@ -221,8 +221,11 @@ fn replays_share_the_history_and_memory_comes_back() {
     assert!(settled, "streams still open");
     let after = bin.rss_kib();
     eprintln!("RSS: {after} KiB after they closed");
+    // Requests run on their connections' threads, and the allocator keeps
+    // an arena per thread that subscribed: some MiB stay mapped, far below
+    // the 40 MiB that one replay kept per subscriber would cost.
     assert!(
-        after < base + 8 * 1024,
+        after < base + 16 * 1024,
         "RSS {after} KiB after close, {base} KiB before"
     );
     bin.stop();
