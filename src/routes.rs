@@ -114,12 +114,8 @@ enum Kind {
 fn stream_head(sh: &Shared, kind: &Kind, sreq: &StreamRequest) -> Reply {
     match kind {
         Kind::Events => {
-            let mut topics = sreq.query_all("topic").peekable();
-            if topics.peek().is_none() {
-                return text(400, "missing topic parameter");
-            }
-            if !topics.all(crate::hub::valid_topic) {
-                return text(400, &SubscribeError::InvalidTopic.to_string());
+            if let Err(reason) = events_topics(sreq) {
+                return text(400, &reason);
             }
         }
         Kind::Firehose => {
@@ -206,21 +202,31 @@ fn log_end(path: &str, end: &StreamEnd) {
     }
 }
 
-fn start_events(sh: &Arc<Shared>, rq: Request, sreq: &StreamRequest) {
+/// The topics a `GET /events` (or its `HEAD`) names, or why it gets `400`:
+/// checked before anything is looked up or created, as each name may create
+/// a topic.
+fn events_topics(sreq: &StreamRequest) -> Result<Vec<&str>, String> {
     let topics: Vec<&str> = sreq.query_all("topic").collect();
     if topics.is_empty() {
-        let _ = rq.respond(text(400, "missing topic parameter"));
-        return;
+        return Err(SubscribeError::NoTopic.to_string());
     }
-    // Before anything is looked up or created: each name may create a topic.
     if topics.len() > crate::hub::MAX_SUBSCRIPTION_TOPICS {
-        let _ = rq.respond(text(400, &SubscribeError::TopicListTooLong.to_string()));
-        return;
+        return Err(SubscribeError::TopicListTooLong.to_string());
     }
-    if topics.iter().any(|t| !crate::hub::valid_topic(t)) {
-        let _ = rq.respond(text(400, &SubscribeError::InvalidTopic.to_string()));
-        return;
+    if !topics.iter().all(|t| crate::hub::valid_topic(t)) {
+        return Err(SubscribeError::InvalidTopic.to_string());
     }
+    Ok(topics)
+}
+
+fn start_events(sh: &Arc<Shared>, rq: Request, sreq: &StreamRequest) {
+    let topics = match events_topics(sreq) {
+        Ok(t) => t,
+        Err(reason) => {
+            let _ = rq.respond(text(400, &reason));
+            return;
+        }
+    };
     // The header wins over the query parameter; a non-number means live only.
     let last_id = sreq
         .header("Last-Event-ID")

@@ -104,6 +104,8 @@ fn head_on_events_answers_the_get_head_and_opens_nothing() {
     assert_eq!(head_then_healthz(a, "/events").0, 400);
     assert_eq!(head_then_healthz(a, "/events?topic=a%20b").0, 400);
     assert_eq!(head_then_healthz(a, "/events?topic=%zz").0, 400);
+    let too_many: String = (0..65).map(|i| format!("topic=t{i}&")).collect();
+    assert_eq!(head_then_healthz(a, &format!("/events?{too_many}")).0, 400);
     assert_eq!((m.streams_active(), m.streams_total()), (0, 0));
     srv.stop();
 }
