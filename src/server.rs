@@ -698,18 +698,22 @@ impl ServerHandle {
         {
             let _ = t.join();
         }
-        // Dropping the last handle on tiny_http's server closes the listener.
-        drop(self.http.lock().unwrap_or_else(|p| p.into_inner()).take());
-        loop {
+        // The listener closes, connections waiting for a request end, and
+        // every connection thread is joined (answers being written get
+        // until the deadline).
+        let http = self.http.lock().unwrap_or_else(|p| p.into_inner()).take();
+        let connections_done = http.is_none_or(|h| h.join(Some(deadline)));
+        let streams_done = loop {
             match self
                 .streams_done
                 .recv_timeout(deadline.saturating_duration_since(Instant::now()))
             {
                 Ok(()) => continue,
-                Err(RecvTimeoutError::Disconnected) => return true,
-                Err(RecvTimeoutError::Timeout) => return false,
+                Err(RecvTimeoutError::Disconnected) => break true,
+                Err(RecvTimeoutError::Timeout) => break false,
             }
-        }
+        };
+        connections_done && streams_done
     }
 }
 

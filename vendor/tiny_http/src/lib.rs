@@ -147,6 +147,13 @@ pub struct Server {
 
     // result of TcpListener::local_addr()
     listening_addr: ListenAddr,
+
+    // the accept thread, which ends (after every connection thread) once
+    // `close` is set: see `stop` and `join`
+    accept: std::sync::Mutex<Option<thread::JoinHandle<()>>>,
+
+    // when `join` gives up on connection threads still busy
+    join_deadline: Arc<std::sync::Mutex<Option<std::time::Instant>>>,
 }
 
 enum Message {
@@ -358,7 +365,9 @@ impl Server {
             max_bytes: limits.max_head_bytes,
             body_timeout: limits.body_timeout,
         };
-        thread::spawn(move || {
+        let join_deadline = Arc::new(std::sync::Mutex::new(None));
+        let deadline = join_deadline.clone();
+        let accept = thread::spawn(move || {
             // a tasks pool is used to dispatch the connections into threads
             let tasks_pool = util::TaskPool::new();
             // Grows while accept keeps failing (EMFILE leaves the connection
@@ -488,6 +497,18 @@ impl Server {
                 }
             }
             log::debug!("Terminating accept thread");
+            // New connections are refused from now on, not left waiting.
+            drop(server);
+            // No request is read from here on: connections waiting for one
+            // (idle keep-alive, a head or body on its way) end now, while
+            // answers being written go on until their connection thread is
+            // done, which `join` waits for.
+            slots.stop_reading();
+            let until = *deadline.lock().unwrap_or_else(|p| p.into_inner());
+            if !tasks_pool.join(until) {
+                slots.shut_down_all();
+                tasks_pool.join(until.map(|t| t + Duration::from_millis(200)));
+            }
         });
 
         // result
@@ -495,6 +516,8 @@ impl Server {
             messages,
             close: close_trigger,
             listening_addr: local_addr,
+            accept: std::sync::Mutex::new(Some(accept)),
+            join_deadline,
         })
     }
 
@@ -545,6 +568,47 @@ impl Server {
         }
     }
 
+    /// Stops accepting: the listening socket closes once the accept thread
+    /// sees it, connections waiting for a request are closed, and requests
+    /// being answered finish (patched in for tinysse: see PATCHES.md).
+    /// Returns at once; [`join`](Self::join) waits.
+    pub fn stop(&self) {
+        if self.close.swap(true, Relaxed) {
+            return;
+        }
+        self.wake_accept();
+    }
+
+    /// Stops (see [`stop`](Self::stop)) and waits until the accept thread
+    /// and every connection thread have ended, or `deadline` has passed
+    /// (then the connections still open are shut down, and their threads
+    /// get 200 ms more); returns whether every thread ended.
+    pub fn join(&self, deadline: Option<std::time::Instant>) -> bool {
+        *self.join_deadline.lock().unwrap_or_else(|p| p.into_inner()) = deadline;
+        self.stop();
+        let handle = self.accept.lock().unwrap_or_else(|p| p.into_inner()).take();
+        match handle {
+            Some(h) => h.join().is_ok(),
+            None => true,
+        }
+    }
+
+    fn wake_accept(&self) {
+        // Connect briefly to ourselves to unblock the accept thread
+        let maybe_stream = match &self.listening_addr {
+            ListenAddr::IP(addr) => TcpStream::connect(addr).map(Connection::from),
+            #[cfg(unix)]
+            ListenAddr::Unix(addr) => {
+                // TODO: use connect_addr when its stabilized.
+                let path = addr.as_pathname().unwrap();
+                std::os::unix::net::UnixStream::connect(path).map(Connection::from)
+            }
+        };
+        if let Ok(stream) = maybe_stream {
+            let _ = stream.shutdown(Shutdown::Both);
+        }
+    }
+
     /// Unblock thread stuck in recv() or incoming_requests().
     /// If there are several such threads, only one is unblocked.
     /// This method allows graceful shutdown of server.
@@ -562,20 +626,7 @@ impl Iterator for IncomingRequests<'_> {
 
 impl Drop for Server {
     fn drop(&mut self) {
-        self.close.store(true, Relaxed);
-        // Connect briefly to ourselves to unblock the accept thread
-        let maybe_stream = match &self.listening_addr {
-            ListenAddr::IP(addr) => TcpStream::connect(addr).map(Connection::from),
-            #[cfg(unix)]
-            ListenAddr::Unix(addr) => {
-                // TODO: use connect_addr when its stabilized.
-                let path = addr.as_pathname().unwrap();
-                std::os::unix::net::UnixStream::connect(path).map(Connection::from)
-            }
-        };
-        if let Ok(stream) = maybe_stream {
-            let _ = stream.shutdown(Shutdown::Both);
-        }
+        self.stop();
 
         #[cfg(unix)]
         if let ListenAddr::Unix(addr) = &self.listening_addr {

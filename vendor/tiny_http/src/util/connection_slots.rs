@@ -113,6 +113,27 @@ impl ConnectionSlots {
     }
 }
 
+impl ConnectionSlots {
+    /// Shuts down the read half of every watched connection: one waiting
+    /// for a request (or a body) ends, one writing an answer finishes it.
+    pub fn stop_reading(&self) {
+        self.shut_down(Shutdown::Read);
+    }
+
+    /// Shuts every watched connection down.
+    pub fn shut_down_all(&self) {
+        self.shut_down(Shutdown::Both);
+    }
+
+    fn shut_down(&self, how: Shutdown) {
+        if let Some(inner) = &self.inner {
+            for w in lock(inner).watched.values() {
+                let _ = w.sock.shutdown(how);
+            }
+        }
+    }
+}
+
 impl Slot {
     /// Lets the registry shut `sock` (a handle on this connection's socket)
     /// down to make room at the cap.

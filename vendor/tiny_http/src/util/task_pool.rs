@@ -24,6 +24,12 @@ struct Sharing {
 
     // number of idle worker threads
     waiting_tasks: AtomicUsize,
+
+    // set by `join`: idle threads end at once
+    closing: std::sync::atomic::AtomicBool,
+
+    // every thread started, to be joined
+    handles: Mutex<Vec<thread::JoinHandle<()>>>,
 }
 
 /// Minimum number of active threads.
@@ -54,6 +60,8 @@ impl TaskPool {
                 condvar: Condvar::new(),
                 active_tasks: AtomicUsize::new(0),
                 waiting_tasks: AtomicUsize::new(0),
+                closing: std::sync::atomic::AtomicBool::new(false),
+                handles: Mutex::new(Vec::new()),
             }),
         };
 
@@ -83,8 +91,16 @@ impl TaskPool {
 
     fn add_thread(&self, initial_fn: Option<Box<dyn FnMut() + Send>>) {
         let sharing = self.sharing.clone();
+        let mut handles = self
+            .sharing
+            .handles
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        // Finished threads are let go here, so the list stays as long as
+        // the threads alive.
+        handles.retain(|h| !h.is_finished());
 
-        thread::spawn(move || {
+        let handle = thread::spawn(move || {
             let sharing = sharing;
             let _active_guard = Registration::new(&sharing.active_tasks);
 
@@ -102,10 +118,15 @@ impl TaskPool {
                             task = poped_task;
                             break;
                         }
+                        if sharing.closing.load(Ordering::Acquire) {
+                            return;
+                        }
                         let _waiting_guard = Registration::new(&sharing.waiting_tasks);
 
                         let received =
-                            if sharing.active_tasks.load(Ordering::Acquire) <= MIN_THREADS {
+                            if sharing.active_tasks.load(Ordering::Acquire) <= MIN_THREADS
+                                && !sharing.closing.load(Ordering::Acquire)
+                            {
                                 todo = sharing.condvar.wait(todo).unwrap();
                                 true
                             } else {
@@ -128,6 +149,49 @@ impl TaskPool {
                 task();
             }
         });
+        handles.push(handle);
+    }
+
+    /// Lets idle threads end and waits until every thread has, or
+    /// `deadline` has passed; returns whether all did (patched in for
+    /// tinysse: see PATCHES.md). Tasks still queued are run first.
+    pub fn join(&self, deadline: Option<std::time::Instant>) -> bool {
+        self.sharing.closing.store(true, Ordering::Release);
+        {
+            // Under the queue's lock, so no thread is between its check of
+            // `closing` and its wait.
+            let _todo = self.sharing.todo.lock().unwrap_or_else(|p| p.into_inner());
+            self.sharing.condvar.notify_all();
+        }
+        let handles: Vec<_> = self
+            .sharing
+            .handles
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .drain(..)
+            .collect();
+        let mut pending = Vec::new();
+        for h in handles {
+            // A thread's end is waited for with a bounded poll: a join
+            // cannot time out, and a thread stuck past the deadline is
+            // left to the process's exit.
+            while !h.is_finished() && deadline.is_none_or(|d| std::time::Instant::now() < d) {
+                thread::sleep(Duration::from_millis(5));
+            }
+            if h.is_finished() {
+                let _ = h.join();
+            } else {
+                pending.push(h);
+            }
+        }
+        let all = pending.is_empty();
+        // Kept, so a second call can wait for them again.
+        self.sharing
+            .handles
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .extend(pending);
+        all
     }
 }
 
@@ -137,5 +201,28 @@ impl Drop for TaskPool {
             .active_tasks
             .store(999_999_999, Ordering::Release);
         self.sharing.condvar.notify_all();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::TaskPool;
+    use std::sync::mpsc;
+    use std::time::{Duration, Instant};
+
+    #[test]
+    fn join_waits_for_running_tasks_and_ends_idle_threads() {
+        let pool = TaskPool::new();
+        let (tx, rx) = mpsc::channel::<()>();
+        pool.spawn(Box::new(move || {
+            let _ = rx.recv_timeout(Duration::from_secs(5));
+        }));
+        // A task still running: not joined by the deadline.
+        assert!(!pool.join(Some(Instant::now() + Duration::from_millis(50))));
+        drop(tx);
+        // Once it ends, every thread (the idle ones too) is joined at once.
+        let t = Instant::now();
+        assert!(pool.join(Some(Instant::now() + Duration::from_secs(5))));
+        assert!(t.elapsed() < Duration::from_secs(1), "{:?}", t.elapsed());
     }
 }
