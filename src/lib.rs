@@ -117,6 +117,7 @@ mod config;
 mod demo;
 mod event;
 mod files;
+mod firehose;
 mod host;
 mod hub;
 mod metrics;
