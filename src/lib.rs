@@ -113,7 +113,6 @@
 #![deny(missing_docs)]
 
 mod client;
-mod config;
 mod demo;
 mod event;
 mod files;
@@ -129,7 +128,6 @@ mod server;
 mod stream;
 
 pub use client::EventStream;
-pub use config::{Command, Config, ConfigError, USAGE};
 pub use event::{Encode, Event, EventError, Frame};
 pub use hub::{Hub, HubLimits, PublishError, SubscribeError, Subscription, valid_topic};
 pub use metrics::Metrics;

@@ -4,7 +4,9 @@ use std::io::Write;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use tinysse::{Command, Config};
+mod config;
+
+use config::{Command, Config};
 
 /// Logs to stderr; `TINYSSE_LOG=debug|info|warn|error|off` picks the level.
 struct StderrLog;
@@ -56,7 +58,7 @@ fn main() -> ExitCode {
     let config = match Config::parse(std::env::args_os().skip(1), |k| std::env::var(k).ok()) {
         Ok(Command::Run(c)) => c,
         Ok(Command::Help) => {
-            print!("{}", tinysse::USAGE);
+            print!("{}", config::USAGE);
             return ExitCode::SUCCESS;
         }
         Ok(Command::Version) => {

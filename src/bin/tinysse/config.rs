@@ -6,7 +6,7 @@ use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::server::ServerBuilder;
+use tinysse::{Server, ServerBuilder};
 
 /// The binary's settings.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -216,16 +216,6 @@ fn boolean(source: &str, value: &str) -> Result<bool, ConfigError> {
 impl Config {
     /// Parses `args` (without the program name) over the environment read by
     /// `env`; a flag wins over its variable.
-    ///
-    /// ```
-    /// use tinysse::{Command, Config};
-    ///
-    /// let cmd = Config::parse(["--queue", "8"].map(Into::into), |_| None)?;
-    /// let Command::Run(c) = cmd else { panic!() };
-    /// assert_eq!(c.queue, 8);
-    /// assert!(Config::parse(["--queue", "0"].map(Into::into), |_| None).is_err());
-    /// # Ok::<(), tinysse::ConfigError>(())
-    /// ```
     pub fn parse<I, E>(args: I, env: E) -> Result<Command, ConfigError>
     where
         I: IntoIterator<Item = OsString>,
@@ -272,7 +262,7 @@ impl Config {
 
     /// A server builder with these settings.
     pub fn builder(&self) -> ServerBuilder {
-        crate::Server::builder()
+        Server::builder()
             .addr(self.addr.clone())
             .public_dir(Some(self.public.clone()))
             .heartbeat((self.heartbeat_secs > 0).then(|| Duration::from_secs(self.heartbeat_secs)))
