@@ -113,11 +113,9 @@
 #![deny(missing_docs)]
 
 mod client;
-mod demo;
 mod event;
 mod files;
 mod firehose;
-mod host;
 mod hub;
 mod metrics;
 mod pool;

@@ -9,7 +9,7 @@ use std::net::{SocketAddr, TcpListener, ToSocketAddrs};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::thread::{self, JoinHandle};
+use std::thread;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, bounded};
@@ -42,8 +42,6 @@ pub(crate) struct Shared {
     pub(crate) hub: Hub,
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) routes: HashMap<String, Arc<StreamHandler>>,
-    /// Disconnects when shutdown begins; every writer selects on it.
-    pub(crate) shutdown: Receiver<()>,
     pub(crate) stopping: AtomicBool,
     /// The open streams; `None` once shutdown has begun.
     pub(crate) streams: Mutex<Option<OpenStreams>>,
@@ -74,7 +72,6 @@ pub(crate) struct Settings {
     pub(crate) max_body: u64,
     pub(crate) publish_token: Option<String>,
     pub(crate) cors_origin: Option<String>,
-    pub(crate) demo: bool,
     pub(crate) firehose: bool,
 }
 
@@ -85,7 +82,6 @@ pub(crate) struct Settings {
 ///
 /// let server = Server::builder()
 ///     .addr("127.0.0.1:0")
-///     .demo(false)
 ///     .stream_route("/ticks", |_req, tx| {
 ///         for i in 0..3 {
 ///             if tx.send(Event::data(i.to_string())).is_err() {
@@ -121,8 +117,8 @@ pub(crate) const MAX_HEAD_BYTES: usize = 16 * 1024;
 pub struct Server;
 
 impl Server {
-    /// A builder for an embedding program: `127.0.0.1:8080`, no demo, no
-    /// static files, and otherwise the binary's defaults (heartbeat 15 s,
+    /// A builder for an embedding program: `127.0.0.1:8080`, no static
+    /// files, and otherwise the binary's defaults (heartbeat 15 s,
     /// `retry: 2000`, 1024 streams, queue 256, history 1024).
     ///
     /// ```
@@ -141,8 +137,8 @@ impl Default for ServerBuilder {
         ServerBuilder {
             addr: "127.0.0.1:8080".to_string(),
             settings: Settings {
-                // An embedding program opts in to files and the demo; the
-                // binary's Config turns both on.
+                // An embedding program opts in to files; the binary's Config
+                // turns them on.
                 public: None,
                 heartbeat: Some(Duration::from_secs(15)),
                 retry: Some(2000),
@@ -150,7 +146,6 @@ impl Default for ServerBuilder {
                 max_body: 65536,
                 publish_token: None,
                 cors_origin: None,
-                demo: false,
                 firehose: false,
             },
             limits: HubLimits::default(),
@@ -276,10 +271,6 @@ impl ServerBuilder {
         "cors_origin(Some(\"https://example.com\".into()))"
     );
     setter!(
-        /// Serves the seed's `/async` demo and publishes host metrics on topic `demo`.
-        demo, bool, |s, v| s.settings.demo = v, "demo(false)"
-    );
-    setter!(
         /// Serves `/firehose`, a throughput test stream.
         firehose, bool, |s, v| s.settings.firehose = v, "firehose(true)"
     );
@@ -331,7 +322,7 @@ impl ServerBuilder {
     ///   the stream like a drop of the sender.
     /// - Each stream counts towards [`max_streams`](Self::max_streams).
     ///   `/events` (and `/firehose` when on) are taken: [`start`](Self::start)
-    ///   refuses them. A route at `/async` replaces the demo's.
+    ///   refuses them.
     ///
     /// ```
     /// use tinysse::{Event, EventStream, Server};
@@ -402,14 +393,7 @@ impl ServerBuilder {
         };
         let metrics = Arc::new(Metrics::default());
         let hub = Hub::with_metrics(self.limits, metrics.clone());
-        let (shutdown_tx, shutdown_rx) = bounded::<()>(0);
         let (alive_tx, alive_rx) = bounded::<()>(0);
-        let mut routes = self.routes;
-        if self.settings.demo {
-            routes
-                .entry("/async".to_string())
-                .or_insert_with(|| Arc::new(crate::demo::async_route));
-        }
         let pool_threads = self.writer_threads.unwrap_or_else(|| {
             thread::available_parallelism()
                 .map(|n| n.get())
@@ -425,8 +409,7 @@ impl ServerBuilder {
             config: self.settings,
             hub: hub.clone(),
             metrics: metrics.clone(),
-            routes,
-            shutdown: shutdown_rx,
+            routes: self.routes,
             stopping: AtomicBool::new(false),
             streams: Mutex::new(Some(OpenStreams {
                 alive: alive_tx,
@@ -446,13 +429,6 @@ impl ServerBuilder {
         let http = tiny_http::Server::from_listener_with_handler(listener, None, limits, handler)
             .map_err(|e| StartError::Http(e.to_string()))?;
         let http = Arc::new(http);
-        let mut threads = Vec::new();
-        if shared.config.demo {
-            let sh = shared.clone();
-            threads.push(spawn_named("tinysse-demo".into(), 256 * 1024, move || {
-                crate::demo::producer(&sh)
-            })?);
-        }
         log::info!("listening on http://{local}");
         Ok(ServerHandle {
             addr: local,
@@ -460,22 +436,9 @@ impl ServerBuilder {
             metrics,
             shared,
             http: Mutex::new(Some(http)),
-            shutdown: Mutex::new(Some(shutdown_tx)),
-            threads: Mutex::new(threads),
             streams_done: alive_rx,
         })
     }
-}
-
-fn spawn_named<F>(name: String, stack: usize, f: F) -> Result<JoinHandle<()>, StartError>
-where
-    F: FnOnce() + Send + 'static,
-{
-    thread::Builder::new()
-        .name(name)
-        .stack_size(stack)
-        .spawn(f)
-        .map_err(|e| StartError::Http(format!("cannot start a thread: {e}")))
 }
 
 /// The listening socket, with options Linux copies to every accepted socket:
@@ -619,8 +582,6 @@ pub struct ServerHandle {
     metrics: Arc<Metrics>,
     shared: Arc<Shared>,
     http: Mutex<Option<Arc<tiny_http::Server>>>,
-    shutdown: Mutex<Option<Sender<()>>>,
-    threads: Mutex<Vec<JoinHandle<()>>>,
     streams_done: Receiver<()>,
 }
 
@@ -662,12 +623,6 @@ impl ServerHandle {
     /// refused, and every open stream ends with a complete response.
     pub fn shutdown(&self) {
         self.shared.stopping.store(true, Ordering::Release);
-        drop(
-            self.shutdown
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .take(),
-        );
         self.shared.pool.stop();
         // Dropping every stop sender ends every open stream.
         drop(
@@ -690,14 +645,6 @@ impl ServerHandle {
     pub fn join_timeout(self, streams: Duration) -> bool {
         self.shutdown();
         let deadline = Instant::now() + streams;
-        for t in self
-            .threads
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .drain(..)
-        {
-            let _ = t.join();
-        }
         // Dropping the last handle on tiny_http's server closes the listener.
         drop(self.http.lock().unwrap_or_else(|p| p.into_inner()).take());
         loop {

@@ -260,9 +260,10 @@ impl Config {
         Ok(Command::Run(c))
     }
 
-    /// A server builder with these settings.
+    /// A server builder with these settings (the demo's `/async` route
+    /// included; its producer is started by `main` once the server is up).
     pub fn builder(&self) -> ServerBuilder {
-        Server::builder()
+        let mut b = Server::builder()
             .addr(self.addr.clone())
             .public_dir(Some(self.public.clone()))
             .heartbeat((self.heartbeat_secs > 0).then(|| Duration::from_secs(self.heartbeat_secs)))
@@ -275,8 +276,11 @@ impl Config {
             .max_body(self.max_body)
             .publish_token(self.publish_token.clone())
             .cors_origin(self.cors_origin.clone())
-            .demo(self.demo)
-            .firehose(self.firehose)
+            .firehose(self.firehose);
+        if self.demo {
+            b = b.stream_route("/async", crate::demo::async_route);
+        }
+        b
     }
 }
 
