@@ -32,6 +32,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use crossbeam_channel::{Receiver, Sender, unbounded};
 
+use crate::defaults;
 use crate::event::{Event, Frame, ID_ROOM};
 use crate::metrics::Metrics;
 use crate::pool::{Inbox, Notify};
@@ -57,10 +58,10 @@ pub struct HubLimits {
 impl Default for HubLimits {
     fn default() -> Self {
         HubLimits {
-            history: 1024,
-            queue: 256,
-            max_topics: 10_000,
-            history_bytes: 64 << 20,
+            history: defaults::HISTORY,
+            queue: defaults::QUEUE,
+            max_topics: defaults::MAX_TOPICS,
+            history_bytes: defaults::HISTORY_BYTES,
         }
     }
 }
@@ -402,8 +403,7 @@ impl Drop for Shrinking<'_> {
 }
 
 impl Hub {
-    /// A hub with the default limits (history 1024, queue 256, 10,000
-    /// topics, 64 MiB of history in all).
+    /// A hub with the default limits (see [`defaults`](crate::defaults)).
     pub fn new() -> Hub {
         Hub::with_limits(HubLimits::default())
     }

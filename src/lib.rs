@@ -113,6 +113,7 @@
 #![deny(missing_docs)]
 
 mod client;
+pub mod defaults;
 mod event;
 mod files;
 mod firehose;

@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, bounded};
 use socket2::{Domain, Protocol, SockAddr, Socket, TcpKeepalive, Type};
 
+use crate::defaults;
 use crate::event::Event;
 use crate::hub::{Hub, HubLimits};
 use crate::metrics::Metrics;
@@ -117,9 +118,8 @@ pub(crate) const MAX_HEAD_BYTES: usize = 16 * 1024;
 pub struct Server;
 
 impl Server {
-    /// A builder for an embedding program: `127.0.0.1:8080`, no static
-    /// files, and otherwise the binary's defaults (heartbeat 15 s,
-    /// `retry: 2000`, 1024 streams, queue 256, history 1024).
+    /// A builder for an embedding program: the settings in [`defaults`]
+    /// (the binary's too), no static files and no custom routes.
     ///
     /// ```
     /// let server = tinysse::Server::builder().addr("127.0.0.1:0").start()?;
@@ -135,22 +135,22 @@ impl Server {
 impl Default for ServerBuilder {
     fn default() -> Self {
         ServerBuilder {
-            addr: "127.0.0.1:8080".to_string(),
+            addr: defaults::ADDR.to_string(),
             settings: Settings {
                 // An embedding program opts in to files; the binary's Config
                 // turns them on.
                 public: None,
-                heartbeat: Some(Duration::from_secs(15)),
-                retry: Some(2000),
-                max_streams: 1024,
-                max_body: 65536,
+                heartbeat: Some(defaults::HEARTBEAT),
+                retry: Some(defaults::RETRY_MS),
+                max_streams: defaults::MAX_STREAMS,
+                max_body: defaults::MAX_BODY,
                 publish_token: None,
                 cors_origin: None,
                 firehose: false,
             },
             limits: HubLimits::default(),
-            write_timeout: Some(Duration::from_secs(5)),
-            head_timeout: Some(Duration::from_secs(10)),
+            write_timeout: Some(defaults::WRITE_TIMEOUT),
+            head_timeout: Some(defaults::HEADER_TIMEOUT),
             max_connections: None,
             writer_threads: None,
             routes: HashMap::new(),
@@ -218,6 +218,7 @@ macro_rules! setter {
 impl ServerBuilder {
     setter!(
         /// The listen address; port 0 picks a free port (see [`ServerHandle::addr`]).
+        /// Default: [`defaults::ADDR`].
         addr, impl Into<String>, |s, v| s.addr = v.into(), "addr(\"127.0.0.1:0\")"
     );
     setter!(
@@ -226,38 +227,44 @@ impl ServerBuilder {
     );
     setter!(
         /// The idle time after which a stream gets `: keep-alive`; `None` turns it off.
+        /// Default: [`defaults::HEARTBEAT`].
         heartbeat, Option<Duration>, |s, v| s.settings.heartbeat = v,
-        "heartbeat(Some(std::time::Duration::from_secs(15)))"
+        "heartbeat(Some(std::time::Duration::from_secs(30)))"
     );
     setter!(
-        /// The `retry:` sent at the start of each stream; `None` sends none.
-        retry, Option<u64>, |s, v| s.settings.retry = v, "retry(Some(2000))"
+        /// The `retry:` sent at the start of each stream, in milliseconds;
+        /// `None` sends none. Default: [`defaults::RETRY_MS`].
+        retry, Option<u64>, |s, v| s.settings.retry = v, "retry(Some(5000))"
     );
     setter!(
         /// Open streams allowed at once; one more gets `503` with `Retry-After`.
-        max_streams, u64, |s, v| s.settings.max_streams = v, "max_streams(1024)"
+        /// Default: [`defaults::MAX_STREAMS`].
+        max_streams, u64, |s, v| s.settings.max_streams = v, "max_streams(4096)"
     );
     setter!(
-        /// Frames queued per subscriber before it is evicted.
-        queue, usize, |s, v| s.limits.queue = v, "queue(256)"
+        /// Frames queued per subscriber before it is evicted (at least 1).
+        /// Default: [`defaults::QUEUE`].
+        queue, usize, |s, v| s.limits.queue = v, "queue(1024)"
     );
     setter!(
-        /// Events kept per topic for `Last-Event-ID` replay.
-        history, usize, |s, v| s.limits.history = v, "history(1024)"
+        /// Events kept per topic for `Last-Event-ID` replay (at least 1).
+        /// Default: [`defaults::HISTORY`].
+        history, usize, |s, v| s.limits.history = v, "history(100)"
     );
     setter!(
-        /// Topics held at once; a publish or subscribe that would create one more gets `429`.
-        max_topics, usize, |s, v| s.limits.max_topics = v, "max_topics(10_000)"
+        /// Topics held at once (at least 1); a publish or subscribe that would
+        /// create one more gets `429`. Default: [`defaults::MAX_TOPICS`].
+        max_topics, usize, |s, v| s.limits.max_topics = v, "max_topics(100)"
     );
     setter!(
         /// Bytes of retained events of all topics together, counted by encoded
-        /// frame size (64 MiB by default); over it, the oldest events across
-        /// topics leave the history first.
-        history_bytes, usize, |s, v| s.limits.history_bytes = v, "history_bytes(64 << 20)"
+        /// frame size (at least 1); over it, the oldest events across topics
+        /// leave the history first. Default: [`defaults::HISTORY_BYTES`].
+        history_bytes, usize, |s, v| s.limits.history_bytes = v, "history_bytes(16 << 20)"
     );
     setter!(
-        /// The largest publish body in bytes.
-        max_body, u64, |s, v| s.settings.max_body = v, "max_body(65536)"
+        /// The largest publish body in bytes. Default: [`defaults::MAX_BODY`].
+        max_body, u64, |s, v| s.settings.max_body = v, "max_body(1 << 20)"
     );
     setter!(
         /// Requires `Authorization: Bearer <token>` to publish; without one, only
@@ -276,18 +283,19 @@ impl ServerBuilder {
     );
     setter!(
         /// How long a write to a client may block before the stream is dropped
-        /// (a client that stopped reading); `None` waits forever.
+        /// (a client that stopped reading); `None` waits forever. Default:
+        /// [`defaults::WRITE_TIMEOUT`].
         write_timeout, Option<Duration>, |s, v| s.write_timeout = v,
-        "write_timeout(Some(std::time::Duration::from_secs(5)))"
+        "write_timeout(Some(std::time::Duration::from_secs(10)))"
     );
     setter!(
         /// How long a connection may take to send a request head, counted from
         /// its accept or the end of its previous response (so idle keep-alive
         /// connections are closed after it too); each read of a request body
         /// waits at most this long as well. Never applies while a stream is
-        /// open. `None` waits forever.
+        /// open. `None` waits forever. Default: [`defaults::HEADER_TIMEOUT`].
         header_timeout, Option<Duration>, |s, v| s.head_timeout = v,
-        "header_timeout(Some(std::time::Duration::from_secs(10)))"
+        "header_timeout(Some(std::time::Duration::from_secs(30)))"
     );
     setter!(
         /// Threads that write `/events` streams, each serving many of them over

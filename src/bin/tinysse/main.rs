@@ -61,7 +61,7 @@ fn main() -> ExitCode {
     let config = match Config::parse(std::env::args_os().skip(1), |k| std::env::var(k).ok()) {
         Ok(Command::Run(c)) => c,
         Ok(Command::Help) => {
-            print!("{}", config::USAGE);
+            print!("{}", config::usage());
             return ExitCode::SUCCESS;
         }
         Ok(Command::Version) => {
