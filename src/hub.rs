@@ -40,19 +40,20 @@ use crate::pool::{Inbox, Notify};
 /// Topics one subscription may name.
 pub(crate) const MAX_SUBSCRIPTION_TOPICS: usize = 64;
 
-/// Limits of a [`Hub`].
+/// Limits of a [`Hub`], set through the server builder's setters (the one
+/// public way to set them).
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct HubLimits {
+pub(crate) struct HubLimits {
     /// Events kept per topic for replay.
-    pub history: usize,
+    pub(crate) history: usize,
     /// Frames queued per subscriber before it is evicted.
-    pub queue: usize,
+    pub(crate) queue: usize,
     /// Topics held at once.
-    pub max_topics: usize,
+    pub(crate) max_topics: usize,
     /// Bytes of retained events of all topics together, counted by encoded
     /// frame size; over it, the oldest events (smallest ids, across topics)
     /// leave the history first.
-    pub history_bytes: usize,
+    pub(crate) history_bytes: usize,
 }
 
 impl Default for HubLimits {
@@ -405,21 +406,12 @@ impl Drop for Shrinking<'_> {
 impl Hub {
     /// A hub with the default limits (see [`defaults`](crate::defaults)).
     pub fn new() -> Hub {
-        Hub::with_limits(HubLimits::default())
+        Hub::with_metrics(HubLimits::default(), Arc::new(Metrics::default()))
     }
 
     /// A hub with the given limits (each at least 1).
-    ///
-    /// ```
-    /// use tinysse::{Event, Hub, HubLimits, PublishError};
-    ///
-    /// let hub = Hub::with_limits(HubLimits { history: 10, queue: 8, max_topics: 2, ..HubLimits::default() });
-    /// hub.publish("a", &Event::data("1"))?;
-    /// hub.publish("b", &Event::data("2"))?;
-    /// assert_eq!(hub.publish("c", &Event::data("3")), Err(PublishError::TooManyTopics));
-    /// # Ok::<(), PublishError>(())
-    /// ```
-    pub fn with_limits(limits: HubLimits) -> Hub {
+    #[cfg(test)]
+    pub(crate) fn with_limits(limits: HubLimits) -> Hub {
         Hub::with_metrics(limits, Arc::new(Metrics::default()))
     }
 
@@ -459,7 +451,7 @@ impl Hub {
     }
 
     /// The limits in force.
-    pub fn limits(&self) -> &HubLimits {
+    pub(crate) fn limits(&self) -> &HubLimits {
         &self.inner.limits
     }
 
@@ -473,7 +465,7 @@ impl Hub {
     }
 
     /// The bytes of retained events, all topics together (see
-    /// [`HubLimits::history_bytes`]).
+    /// [`ServerBuilder::history_bytes`](crate::ServerBuilder::history_bytes)).
     ///
     /// ```
     /// let hub = tinysse::Hub::new();

@@ -128,7 +128,7 @@ mod stream;
 
 pub use client::EventStream;
 pub use event::{Encode, Event, EventError, Frame};
-pub use hub::{Hub, HubLimits, PublishError, SubscribeError, Subscription, valid_topic};
+pub use hub::{Hub, PublishError, SubscribeError, Subscription, valid_topic};
 pub use metrics::Metrics;
 pub use reader::{Item, Message, SseReader};
 pub use request::StreamRequest;
