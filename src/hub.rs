@@ -69,6 +69,7 @@ impl Default for HubLimits {
 
 /// Why a publish was refused. Nothing was published.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum PublishError {
     /// The topic name is empty, too long, or has a character outside
     /// `A-Z a-z 0-9 _ - . : /`.
@@ -90,6 +91,7 @@ impl std::error::Error for PublishError {}
 
 /// Why a subscription was refused. Nothing was registered.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum SubscribeError {
     /// No topic was named.
     NoTopic,
