@@ -22,8 +22,18 @@ pub struct Event {
     comment: Option<String>,
 }
 
-/// Why an [`Event`] field was refused.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// Why an [`Event`] could not be built.
+///
+/// ```
+/// use std::error::Error;
+///
+/// let err = tinysse::Event::data("x").with_event("a\nb").unwrap_err();
+/// assert!(matches!(err, tinysse::EventError::EventHasLineBreak));
+/// assert_eq!(err.to_string(), "event type contains CR or LF");
+/// assert!(err.source().is_none());
+/// ```
+#[derive(Debug)]
+#[non_exhaustive]
 pub enum EventError {
     /// The event type held CR or LF, which would end the field early.
     EventHasLineBreak,
@@ -31,8 +41,8 @@ pub enum EventError {
     IdHasLineBreak,
     /// The id held NUL, which makes clients ignore the whole field.
     IdHasNul,
-    /// The value could not be serialised as JSON.
-    Json(String),
+    /// The value could not be serialised as JSON; the error is the source.
+    Json(serde_json::Error),
 }
 
 impl fmt::Display for EventError {
@@ -46,7 +56,14 @@ impl fmt::Display for EventError {
     }
 }
 
-impl std::error::Error for EventError {}
+impl std::error::Error for EventError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            EventError::Json(e) => Some(e),
+            _ => None,
+        }
+    }
+}
 
 fn has_line_break(s: &str) -> bool {
     s.bytes().any(|b| b == b'\r' || b == b'\n')
@@ -66,17 +83,24 @@ impl Event {
         }
     }
 
-    /// An event whose data is `value` as compact JSON.
+    /// An event whose data is `value` as compact JSON; a value JSON cannot
+    /// hold is an [`EventError::Json`], with serde_json's error as its source.
     ///
     /// ```
     /// let ev = tinysse::Event::json(&serde_json::json!({"val": 42}))?;
     /// assert_eq!(ev.to_bytes(), b"data: {\"val\":42}\n\n");
+    ///
+    /// // JSON object keys are strings: a map keyed by pairs is refused.
+    /// let pairs = std::collections::BTreeMap::from([((1, 2), 3)]);
+    /// let err = tinysse::Event::json(&pairs).unwrap_err();
+    /// assert!(matches!(err, tinysse::EventError::Json(_)));
+    /// assert!(std::error::Error::source(&err).is_some());
     /// # Ok::<(), tinysse::EventError>(())
     /// ```
     pub fn json<T: serde::Serialize + ?Sized>(value: &T) -> Result<Event, EventError> {
         serde_json::to_string(value)
             .map(Event::data)
-            .map_err(|e| EventError::Json(e.to_string()))
+            .map_err(EventError::Json)
     }
 
     /// A comment frame (`: text`), ignored by clients; used for heartbeats.
@@ -334,15 +358,18 @@ mod tests {
 
     #[test]
     fn refuses_fields_that_would_corrupt_the_frame() {
-        assert_eq!(
+        assert!(matches!(
             Event::data("x").with_event("a\rb"),
             Err(EventError::EventHasLineBreak)
-        );
-        assert_eq!(
+        ));
+        assert!(matches!(
             Event::data("x").with_id("1\n2"),
             Err(EventError::IdHasLineBreak)
-        );
-        assert_eq!(Event::data("x").with_id("1\0"), Err(EventError::IdHasNul));
+        ));
+        assert!(matches!(
+            Event::data("x").with_id("1\0"),
+            Err(EventError::IdHasNul)
+        ));
     }
 
     #[test]

@@ -158,12 +158,16 @@ impl Default for ServerBuilder {
     }
 }
 
-/// Why the server did not start.
+/// Why the server did not start. Where an underlying error caused it,
+/// [`source`](std::error::Error::source) returns it.
 ///
 /// ```
+/// use std::error::Error;
+///
 /// let err = tinysse::Server::builder().addr("127.0.0.1").start().unwrap_err();
 /// assert!(matches!(err, tinysse::StartError::Resolve(..)));
 /// println!("{err}"); // cannot resolve 127.0.0.1: invalid socket address
+/// assert!(err.source().is_some()); // the io::Error
 /// ```
 #[derive(Debug)]
 #[non_exhaustive]
@@ -172,8 +176,10 @@ pub enum StartError {
     Resolve(String, io::Error),
     /// Binding or configuring the listening socket failed.
     Bind(SocketAddr, io::Error),
-    /// The HTTP layer refused the listener, or a thread could not start.
-    Http(String),
+    /// A thread of the server (a writer pool thread) could not start.
+    Thread(io::Error),
+    /// The HTTP layer refused the listener.
+    Http(Box<dyn std::error::Error + Send + Sync + 'static>),
     /// A builder value is unusable (a route path not starting with `/`, a
     /// header value with a line break); the message names it.
     Invalid(String),
@@ -184,6 +190,7 @@ impl fmt::Display for StartError {
         match self {
             StartError::Resolve(a, e) => write!(f, "cannot resolve {a}: {e}"),
             StartError::Bind(a, e) => write!(f, "cannot listen on {a}: {e}"),
+            StartError::Thread(e) => write!(f, "cannot start a server thread: {e}"),
             StartError::Http(e) => write!(f, "cannot start the HTTP server: {e}"),
             StartError::Invalid(e) => write!(f, "invalid setting: {e}"),
         }
@@ -193,8 +200,9 @@ impl fmt::Display for StartError {
 impl std::error::Error for StartError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
-            StartError::Resolve(_, e) | StartError::Bind(_, e) => Some(e),
-            StartError::Http(_) | StartError::Invalid(_) => None,
+            StartError::Resolve(_, e) | StartError::Bind(_, e) | StartError::Thread(e) => Some(e),
+            StartError::Http(e) => Some(&**e),
+            StartError::Invalid(_) => None,
         }
     }
 }
@@ -408,8 +416,7 @@ impl ServerBuilder {
                 .unwrap_or(1)
                 .min(MAX_POOL_THREADS)
         });
-        let (pool, pool_handles) = Pool::start(pool_threads)
-            .map_err(|e| StartError::Http(format!("cannot start the writer pool: {e}")))?;
+        let (pool, pool_handles) = Pool::start(pool_threads).map_err(StartError::Thread)?;
         // Not joined: each ends once its streams have, and join() waits for
         // the streams themselves.
         drop(pool_handles);
@@ -435,7 +442,7 @@ impl ServerBuilder {
         let sh = shared.clone();
         let handler: tiny_http::Handler = Arc::new(move |rq| handle(&sh, rq));
         let http = tiny_http::Server::from_listener_with_handler(listener, None, limits, handler)
-            .map_err(|e| StartError::Http(e.to_string()))?;
+            .map_err(StartError::Http)?;
         let http = Arc::new(http);
         log::info!("listening on http://{local}");
         Ok(ServerHandle {
