@@ -255,7 +255,18 @@ fn write_lines(out: &mut Vec<u8>, prefix: &[u8], text: &str) {
 }
 
 /// An encoded frame whose bytes are shared, not copied, between every
-/// subscriber it is sent to.
+/// subscriber it is sent to. Frames come from a [`Hub`](crate::Hub) (a
+/// [`Subscription`](crate::Subscription)'s replay and queue) or from an
+/// [`Event`], so their bytes are always a well-formed event-stream frame.
+///
+/// ```
+/// use tinysse::{Event, Frame};
+///
+/// let frame = Frame::from(Event::data("hi").with_id("7")?);
+/// assert_eq!(frame.id(), 7);
+/// assert_eq!(frame.bytes(), b"id: 7\ndata: hi\n\n");
+/// # Ok::<(), tinysse::EventError>(())
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Frame {
     id: u64,
@@ -264,8 +275,9 @@ pub struct Frame {
 }
 
 impl Frame {
-    /// A frame from encoded bytes; `id` is 0 for frames without one.
-    pub fn new(id: u64, bytes: impl Into<Arc<[u8]>>) -> Frame {
+    /// A frame from encoded bytes; `id` is 0 for frames without one. The
+    /// bytes are not checked: only the crate's own encoders call it.
+    pub(crate) fn new(id: u64, bytes: impl Into<Arc<[u8]>>) -> Frame {
         Frame {
             id,
             start: 0,
@@ -304,14 +316,47 @@ impl Frame {
         Frame { id, start, bytes }
     }
 
-    /// The numeric id the hub gave this event (0 for none).
+    /// The numeric id: the one the hub gave the event, or for a frame made
+    /// from an [`Event`], its id when that is a decimal number; 0 for none.
+    ///
+    /// ```
+    /// let hub = tinysse::Hub::new();
+    /// let sub = hub.subscribe(&["t"], None)?;
+    /// let id = hub.publish("t", &tinysse::Event::data("x"))?;
+    /// assert_eq!(sub.receiver().recv()?.id(), id);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn id(&self) -> u64 {
         self.id
     }
 
     /// The encoded bytes, ready for the wire.
+    ///
+    /// ```
+    /// let frame = tinysse::Frame::from(tinysse::Event::comment("hi"));
+    /// assert_eq!(frame.bytes(), b": hi\n\n");
+    /// ```
     pub fn bytes(&self) -> &[u8] {
         &self.bytes[self.start..]
+    }
+}
+
+impl From<&Event> for Frame {
+    /// Encodes the event once; see [`Frame::id`] for the id it gets.
+    fn from(event: &Event) -> Frame {
+        let id = event
+            .id()
+            .filter(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
+        Frame::new(id, event.to_bytes())
+    }
+}
+
+impl From<Event> for Frame {
+    /// Encodes the event once; see [`Frame::id`] for the id it gets.
+    fn from(event: Event) -> Frame {
+        Frame::from(&event)
     }
 }
 
@@ -354,6 +399,18 @@ mod tests {
         assert_eq!(enc(&Event::data("")), "data:\n\n");
         assert_eq!(enc(&Event::data("x\n")), "data: x\ndata:\n\n");
         assert_eq!(enc(&Event::data(" lead")), "data:  lead\n\n");
+    }
+
+    #[test]
+    fn a_frame_from_an_event_has_its_bytes_and_decimal_id() {
+        let ev = Event::data("a\nb").with_id("42").unwrap();
+        let f = Frame::from(&ev);
+        assert_eq!((f.id(), f.bytes()), (42, &ev.to_bytes()[..]));
+        for id in ["", "x1", "+5", "-1", " 7", "99999999999999999999"] {
+            let ev = Event::data("x").with_id(id).unwrap();
+            assert_eq!(Frame::from(ev).id(), 0, "{id:?}");
+        }
+        assert_eq!(Frame::from(Event::comment("c")).id(), 0);
     }
 
     #[test]

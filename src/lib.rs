@@ -132,7 +132,7 @@ pub use hub::{Hub, PublishError, SubscribeError, Subscription, valid_topic};
 pub use metrics::Metrics;
 pub use reader::{Item, Message, SseReader};
 pub use request::StreamRequest;
-pub use server::{Server, ServerBuilder, ServerHandle, StartError, StreamHandler};
+pub use server::{Server, ServerBuilder, ServerHandle, StartError};
 pub use stream::{StreamEnd, StreamWriter};
 
 /// Entry points for the fuzz targets in `fuzz/`: not part of the API.

@@ -25,8 +25,8 @@ use crate::routes;
 
 /// A custom stream route's handler: it gets the request and a `Sender`, runs
 /// on a producer thread of its own, and ends the stream by dropping the sender
-/// (see [`ServerBuilder::stream_route`]).
-pub type StreamHandler = dyn Fn(&StreamRequest, Sender<Event>) + Send + Sync + 'static;
+/// (see [`ServerBuilder::stream_route`], which takes any such closure).
+pub(crate) type StreamHandler = dyn Fn(&StreamRequest, Sender<Event>) + Send + Sync + 'static;
 
 /// Stack for a stream's writer thread: it only moves bytes from a channel to
 /// a socket, so it needs little, and thousands of streams add up.
