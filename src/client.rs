@@ -2,6 +2,7 @@
 //! response head, then the body (chunked, sized or until close) fed to an
 //! [`SseReader`].
 
+use std::fmt;
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
@@ -46,6 +47,16 @@ pub struct EventStream {
     headers: Vec<(String, String)>,
     reader: SseReader<BufReader<Body>>,
     socket: TcpStream,
+}
+
+impl fmt::Debug for EventStream {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EventStream")
+            .field("peer", &self.socket.peer_addr().ok())
+            .field("status", &self.status)
+            .field("last_event_id", &self.reader.last_event_id())
+            .finish_non_exhaustive()
+    }
 }
 
 impl EventStream {

@@ -111,6 +111,7 @@
 //! cover embedding and running behind nginx and systemd.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
+#![deny(missing_debug_implementations)]
 
 mod client;
 pub mod defaults;

@@ -1,6 +1,7 @@
 //! A blocking SSE parser over any [`BufRead`], following the WHATWG
 //! event-stream parsing rules.
 
+use std::fmt;
 use std::io::{self, BufRead};
 
 const BOM: &[u8] = b"\xEF\xBB\xBF";
@@ -51,6 +52,18 @@ pub struct SseReader<R> {
     event: String,
     last_event_id: String,
     block_id: Option<String>,
+}
+
+/// Shows the parser's state, not the input (which need not be `Debug`).
+impl<R> fmt::Debug for SseReader<R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SseReader")
+            .field("max_line", &self.max_line)
+            .field("last_event_id", &self.last_event_id)
+            .field("pending_event", &self.event)
+            .field("pending_data", &self.data)
+            .finish_non_exhaustive()
+    }
 }
 
 impl<R: BufRead> SseReader<R> {

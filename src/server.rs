@@ -107,6 +107,36 @@ pub struct ServerBuilder {
     routes: HashMap<String, Arc<StreamHandler>>,
 }
 
+/// Every setting, the publish token left out (a `Debug` line may end up
+/// in a log).
+impl fmt::Debug for ServerBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let s = &self.settings;
+        let mut routes: Vec<&str> = self.routes.keys().map(String::as_str).collect();
+        routes.sort_unstable();
+        f.debug_struct("ServerBuilder")
+            .field("addr", &self.addr)
+            .field("public_dir", &s.public)
+            .field("heartbeat", &s.heartbeat)
+            .field("retry", &s.retry)
+            .field("max_streams", &s.max_streams)
+            .field("queue", &self.limits.queue)
+            .field("history", &self.limits.history)
+            .field("max_topics", &self.limits.max_topics)
+            .field("history_bytes", &self.limits.history_bytes)
+            .field("max_body", &s.max_body)
+            .field("publish_token", &s.publish_token.as_ref().map(|_| "<set>"))
+            .field("cors_origin", &s.cors_origin)
+            .field("firehose", &s.firehose)
+            .field("write_timeout", &self.write_timeout)
+            .field("header_timeout", &self.head_timeout)
+            .field("max_connections", &self.max_connections)
+            .field("writer_threads", &self.writer_threads)
+            .field("stream_routes", &routes)
+            .finish()
+    }
+}
+
 /// Connections held at once beyond `max_streams`: room for short requests and
 /// for connections still sending their request head.
 pub(crate) const EXTRA_CONNECTIONS: usize = 512;
