@@ -136,7 +136,9 @@ pub use request::StreamRequest;
 pub use server::{Server, ServerBuilder, ServerHandle, StartError};
 pub use stream::{StreamEnd, StreamWriter};
 
-/// Entry points for the fuzz targets in `fuzz/`: not part of the API.
+/// Entry points for the fuzz targets in `fuzz/` (feature `fuzzing`, off by
+/// default): not part of the API.
+#[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub mod fuzzing {
     /// Parses a publish body (JSON or form): the topic and the encoded frame.
