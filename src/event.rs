@@ -170,22 +170,47 @@ impl Event {
     }
 
     /// The event type, if any.
+    ///
+    /// ```
+    /// let ev = tinysse::Event::data("x").with_event("note")?;
+    /// assert_eq!(ev.event_type(), Some("note"));
+    /// assert_eq!(ev.with_event("")?.event_type(), None);
+    /// # Ok::<(), tinysse::EventError>(())
+    /// ```
     pub fn event_type(&self) -> Option<&str> {
         self.event.as_deref()
     }
 
     /// The id, if any.
+    ///
+    /// ```
+    /// let ev = tinysse::Event::data("x").with_id("7")?;
+    /// assert_eq!(ev.id(), Some("7"));
+    /// # Ok::<(), tinysse::EventError>(())
+    /// ```
     pub fn id(&self) -> Option<&str> {
         self.id.as_deref()
     }
 
     /// The data, if any.
+    ///
+    /// ```
+    /// assert_eq!(tinysse::Event::data("a\nb").data_text(), Some("a\nb"));
+    /// assert_eq!(tinysse::Event::comment("hi").data_text(), None);
+    /// ```
     pub fn data_text(&self) -> Option<&str> {
         self.data.as_deref()
     }
 
     /// Appends the encoded frame to `out`, so a writer can batch frames into
     /// one buffer without allocating per frame.
+    ///
+    /// ```
+    /// let mut out = Vec::new();
+    /// tinysse::Event::data("1").encode_into(&mut out);
+    /// tinysse::Event::data("2").encode_into(&mut out);
+    /// assert_eq!(out, b"data: 1\n\ndata: 2\n\n");
+    /// ```
     pub fn encode_into(&self, out: &mut Vec<u8>) {
         self.encode_fields(out, true)
     }
@@ -211,6 +236,12 @@ impl Event {
     }
 
     /// The encoded frame.
+    ///
+    /// ```
+    /// let ev = tinysse::Event::data("hello").with_event("greeting")?;
+    /// assert_eq!(ev.to_bytes(), b"event: greeting\ndata: hello\n\n");
+    /// # Ok::<(), tinysse::EventError>(())
+    /// ```
     pub fn to_bytes(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(self.data.as_ref().map_or(0, |d| d.len()) + 32);
         self.encode_into(&mut out);
