@@ -406,7 +406,14 @@ impl Drop for Shrinking<'_> {
 }
 
 impl Hub {
-    /// A hub with the default limits (see [`defaults`](crate::defaults)).
+    /// A standalone hub with the default limits (see
+    /// [`defaults`](crate::defaults)); a server makes its own, with the
+    /// builder's limits ([`ServerHandle::hub`](crate::ServerHandle::hub)).
+    ///
+    /// ```
+    /// let hub = tinysse::Hub::new();
+    /// assert_eq!(hub.topic_count(), 0);
+    /// ```
     pub fn new() -> Hub {
         Hub::with_metrics(HubLimits::default(), Arc::new(Metrics::default()))
     }
@@ -447,7 +454,14 @@ impl Hub {
         }
     }
 
-    /// The counters this hub updates.
+    /// The counters this hub updates (a server's hub shares the server's).
+    ///
+    /// ```
+    /// let hub = tinysse::Hub::new();
+    /// hub.publish("t", &tinysse::Event::data("x"))?;
+    /// assert_eq!(hub.metrics().events_published(), 1);
+    /// # Ok::<(), tinysse::PublishError>(())
+    /// ```
     pub fn metrics(&self) -> &Metrics {
         &self.inner.metrics
     }
@@ -457,7 +471,16 @@ impl Hub {
         &self.inner.limits
     }
 
-    /// The number of topics held.
+    /// The number of topics held: those with retained events or subscribers.
+    ///
+    /// ```
+    /// let hub = tinysse::Hub::new();
+    /// let sub = hub.subscribe(&["a", "b"], None)?;
+    /// assert_eq!(hub.topic_count(), 2);
+    /// drop(sub); // nothing retained, nobody subscribed: both are forgotten
+    /// assert_eq!(hub.topic_count(), 0);
+    /// # Ok::<(), tinysse::SubscribeError>(())
+    /// ```
     pub fn topic_count(&self) -> usize {
         self.inner
             .topics
@@ -795,17 +818,49 @@ pub struct Subscription {
 impl Subscription {
     /// The `gap` event to send before the replay, when some events after the
     /// asked id can no longer be replayed.
+    ///
+    /// ```
+    /// let hub = tinysse::Hub::new();
+    /// let id = hub.publish("t", &tinysse::Event::data("x"))?;
+    /// // An id from before this hub started: what came after it is unknown.
+    /// let sub = hub.subscribe(&["t"], Some(1))?;
+    /// let gap = sub.gap().expect("a gap event");
+    /// assert!(gap.bytes().starts_with(b"event: gap\n"));
+    /// assert_eq!(sub.replay()[0].id(), id);
+    /// assert!(hub.subscribe(&["t"], Some(id))?.gap().is_none());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn gap(&self) -> Option<&Frame> {
         self.prelude.first().filter(|_| self.gap)
     }
 
     /// The retained events after the asked id, oldest first.
+    ///
+    /// ```
+    /// let hub = tinysse::Hub::new();
+    /// let a = hub.publish("t", &tinysse::Event::data("a"))?;
+    /// let b = hub.publish("t", &tinysse::Event::data("b"))?;
+    /// let c = hub.publish("t", &tinysse::Event::data("c"))?;
+    /// let sub = hub.subscribe(&["t"], Some(a))?;
+    /// let ids: Vec<u64> = sub.replay().iter().map(|f| f.id()).collect();
+    /// assert_eq!(ids, [b, c]);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn replay(&self) -> &[Frame] {
         &self.prelude[usize::from(self.gap)..]
     }
 
     /// The gap event (if any) followed by the replay: everything to write
     /// before live frames. The frames share their bytes with the history.
+    ///
+    /// ```
+    /// let hub = tinysse::Hub::new();
+    /// hub.publish("t", &tinysse::Event::data("a"))?;
+    /// let sub = hub.subscribe(&["t"], Some(1))?;
+    /// assert_eq!(sub.prelude().len(), 2); // the gap event, then "a"
+    /// assert_eq!(sub.prelude()[1..], *sub.replay());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn prelude(&self) -> &[Frame] {
         &self.prelude
     }
@@ -817,12 +872,34 @@ impl Subscription {
         std::mem::take(&mut self.prelude)
     }
 
-    /// The queue of live frames, each published after the subscription began.
+    /// The queue of live frames, each published after the subscription
+    /// began; once the subscriber is evicted, nothing more is added.
+    ///
+    /// ```
+    /// let hub = tinysse::Hub::new();
+    /// let sub = hub.subscribe(&["t"], None)?;
+    /// hub.publish("t", &tinysse::Event::data("live"))?;
+    /// let frame = sub.receiver().recv_timeout(std::time::Duration::from_secs(1))?;
+    /// assert!(frame.bytes().ends_with(b"data: live\n\n"));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn receiver(&self) -> &Receiver<Frame> {
         &self.queue
     }
 
-    /// Whether the hub dropped this subscriber for falling behind.
+    /// Whether the hub dropped this subscriber for falling behind (its queue
+    /// held [`defaults::QUEUE`](crate::defaults::QUEUE), or the server's
+    /// `queue`, frames).
+    ///
+    /// ```
+    /// let hub = tinysse::Hub::new();
+    /// let sub = hub.subscribe(&["t"], None)?;
+    /// for _ in 0..=tinysse::defaults::QUEUE {
+    ///     hub.publish("t", &tinysse::Event::data("x"))?; // never blocks
+    /// }
+    /// assert!(sub.is_evicted());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn is_evicted(&self) -> bool {
         self.evicted.load(Ordering::Acquire)
     }
