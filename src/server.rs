@@ -402,6 +402,17 @@ impl ServerBuilder {
 
     /// Binds the listener and starts serving on background threads; returns
     /// once the port is bound, so clients may connect at once.
+    ///
+    /// ```
+    /// use tinysse::{Server, StartError};
+    ///
+    /// let server = Server::builder().addr("127.0.0.1:0").start()?;
+    /// // The port is taken now: a second server on it is refused.
+    /// let err = Server::builder().addr(server.addr().to_string()).start().unwrap_err();
+    /// assert!(matches!(err, StartError::Bind(..)));
+    /// server.join();
+    /// # Ok::<(), StartError>(())
+    /// ```
     pub fn start(self) -> Result<ServerHandle, StartError> {
         check_settings(&self)?;
         let addr = self
@@ -639,7 +650,15 @@ impl fmt::Debug for ServerHandle {
 }
 
 impl ServerHandle {
-    /// The address actually bound.
+    /// The address actually bound (with the port chosen, for port 0).
+    ///
+    /// ```
+    /// let server = tinysse::Server::builder().addr("127.0.0.1:0").start()?;
+    /// assert!(server.addr().ip().is_loopback());
+    /// assert_ne!(server.addr().port(), 0);
+    /// server.join();
+    /// # Ok::<(), tinysse::StartError>(())
+    /// ```
     pub fn addr(&self) -> SocketAddr {
         self.addr
     }
@@ -659,13 +678,31 @@ impl ServerHandle {
         &self.hub
     }
 
-    /// The server's counters.
+    /// The server's counters (what `/metrics` serves).
+    ///
+    /// ```
+    /// let server = tinysse::Server::builder().addr("127.0.0.1:0").start()?;
+    /// server.hub().publish("t", &tinysse::Event::data("x"))?;
+    /// assert_eq!(server.metrics().events_published(), 1);
+    /// server.join();
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn metrics(&self) -> &Metrics {
         &self.metrics
     }
 
     /// Starts a graceful shutdown and returns at once: new requests are
-    /// refused, and every open stream ends with a complete response.
+    /// refused, and every open stream ends with a complete response. Call it
+    /// from any thread that holds a reference, then [`join`](Self::join).
+    ///
+    /// ```
+    /// let server = tinysse::Server::builder().addr("127.0.0.1:0").start()?;
+    /// let mut stream = tinysse::EventStream::connect(server.addr(), "/events?topic=t", &[])?;
+    /// server.shutdown();
+    /// assert_eq!(stream.next_message()?, None); // the response ended
+    /// assert!(server.join());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn shutdown(&self) {
         self.shared.stopping.store(true, Ordering::Release);
         self.shared.pool.stop();
@@ -682,11 +719,27 @@ impl ServerHandle {
     /// Waits (after [`shutdown`](Self::shutdown), which it calls if needed)
     /// until the server's threads end, giving open streams up to 2 s; returns
     /// whether every stream ended in time.
+    ///
+    /// ```
+    /// let server = tinysse::Server::builder().addr("127.0.0.1:0").start()?;
+    /// let hub = server.hub().clone();
+    /// let stream = tinysse::EventStream::connect(server.addr(), "/events?topic=t", &[])?;
+    /// assert!(server.join()); // the open stream ended in time
+    /// assert_eq!(hub.metrics().streams_active(), 0);
+    /// # drop(stream);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn join(self) -> bool {
         self.join_timeout(Duration::from_secs(2))
     }
 
     /// Like [`join`](Self::join) with a chosen deadline for open streams.
+    ///
+    /// ```
+    /// let server = tinysse::Server::builder().addr("127.0.0.1:0").start()?;
+    /// assert!(server.join_timeout(std::time::Duration::from_millis(500)));
+    /// # Ok::<(), tinysse::StartError>(())
+    /// ```
     pub fn join_timeout(self, streams: Duration) -> bool {
         self.shutdown();
         let deadline = Instant::now() + streams;
