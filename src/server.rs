@@ -329,9 +329,9 @@ impl ServerBuilder {
     setter!(
         /// How long a connection may take to send a request head, counted from
         /// its accept or the end of its previous response (so idle keep-alive
-        /// connections are closed after it too); each read of a request body
-        /// waits at most this long as well. Never applies while a stream is
-        /// open. `None` waits forever. Default: [`defaults::HEADER_TIMEOUT`].
+        /// connections are closed after it too); a request body must then
+        /// arrive in full within this long of the end of its head. Never
+        /// applies while a stream is open. `None` waits forever. Default: [`defaults::HEADER_TIMEOUT`].
         header_timeout, Option<Duration>, |s, v| s.head_timeout = v,
         "header_timeout(Some(std::time::Duration::from_secs(30)))"
     );
