@@ -415,13 +415,13 @@ impl Hub {
     /// assert_eq!(hub.topic_count(), 0);
     /// ```
     pub fn new() -> Hub {
-        Hub::with_metrics(HubLimits::default(), Arc::new(Metrics::default()))
+        Hub::with_metrics(HubLimits::default(), Arc::new(Metrics::new()))
     }
 
     /// A hub with the given limits (each at least 1).
     #[cfg(test)]
     pub(crate) fn with_limits(limits: HubLimits) -> Hub {
-        Hub::with_metrics(limits, Arc::new(Metrics::default()))
+        Hub::with_metrics(limits, Arc::new(Metrics::new()))
     }
 
     pub(crate) fn with_metrics(limits: HubLimits, metrics: Arc<Metrics>) -> Hub {

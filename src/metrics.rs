@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 /// assert!(hub.metrics().render().contains("tinysse_events_published_total 1\n"));
 /// # Ok::<(), tinysse::PublishError>(())
 /// ```
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Metrics {
     pub(crate) streams_active: AtomicU64,
     pub(crate) streams_total: AtomicU64,
@@ -27,6 +27,20 @@ pub struct Metrics {
 }
 
 impl Metrics {
+    /// Zeroed counters. Only a hub makes them (a server's hub shares its
+    /// own with the server): detached counters would count nothing.
+    pub(crate) fn new() -> Metrics {
+        Metrics {
+            streams_active: AtomicU64::new(0),
+            streams_total: AtomicU64::new(0),
+            streams_rejected: AtomicU64::new(0),
+            events_published: AtomicU64::new(0),
+            frames_written: Arc::new(AtomicU64::new(0)),
+            subscribers_evicted: AtomicU64::new(0),
+            topics: AtomicU64::new(0),
+        }
+    }
+
     /// Open SSE streams right now.
     ///
     /// ```

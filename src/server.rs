@@ -448,7 +448,7 @@ impl ServerBuilder {
             body_timeout: self.head_timeout,
             max_head_bytes: Some(MAX_HEAD_BYTES),
         };
-        let metrics = Arc::new(Metrics::default());
+        let metrics = Arc::new(Metrics::new());
         let hub = Hub::with_metrics(self.limits, metrics.clone());
         let (alive_tx, alive_rx) = bounded::<()>(0);
         let pool_threads = self.writer_threads.unwrap_or_else(|| {
