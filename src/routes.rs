@@ -1,4 +1,4 @@
-//! Request handlers: streams (`/events`, `/async`, `/firehose`, custom
+//! Request handlers: streams (`/events`, `/firehose`, custom
 //! routes) and short requests (`/publish`, `/healthz`, `/metrics`, files).
 
 use std::io::{Cursor, Read, Write};
