@@ -2,6 +2,7 @@
 //! response head, then the body (chunked, sized or until close) fed to an
 //! [`SseReader`].
 
+use std::fmt;
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
@@ -48,12 +49,39 @@ pub struct EventStream {
     socket: TcpStream,
 }
 
+impl fmt::Debug for EventStream {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EventStream")
+            .field("peer", &self.socket.peer_addr().ok())
+            .field("status", &self.status)
+            .field("last_event_id", &self.reader.last_event_id())
+            .finish_non_exhaustive()
+    }
+}
+
 impl EventStream {
     /// Connects to `addr`, sends `GET target` with `extra_headers` (for example
     /// `("Last-Event-ID", "42")`) and reads the response head. Any status is
     /// `Ok`: check [`status`](Self::status), and read an error's reason with
     /// [`body_text`](Self::body_text). A target or header holding a line
     /// break is refused with `InvalidInput` before anything is sent.
+    ///
+    /// ```
+    /// use tinysse::{EventStream, Server};
+    ///
+    /// let server = Server::builder().addr("127.0.0.1:0").start()?;
+    /// let stream = EventStream::connect(
+    ///     server.addr(),
+    ///     "/events?topic=news",
+    ///     &[("Last-Event-ID", "42")],
+    /// )?;
+    /// assert_eq!(stream.status(), 200);
+    /// let refused = EventStream::connect(server.addr(), "/events?topic=a\r\nX: y", &[]);
+    /// assert_eq!(refused.unwrap_err().kind(), std::io::ErrorKind::InvalidInput);
+    /// stream.close();
+    /// server.join();
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn connect(
         addr: SocketAddr,
         target: &str,
@@ -87,7 +115,22 @@ impl EventStream {
         EventStream::from_socket(socket)
     }
 
-    /// Reads a response head from a socket the caller already sent a request on.
+    /// Reads a response head from a socket the caller already sent a request
+    /// on (a request of its own making: another method, more headers).
+    ///
+    /// ```
+    /// use std::io::Write;
+    /// use tinysse::{EventStream, Server};
+    ///
+    /// let server = Server::builder().addr("127.0.0.1:0").start()?;
+    /// let mut socket = std::net::TcpStream::connect(server.addr())?;
+    /// socket.write_all(b"GET /events?topic=t HTTP/1.1\r\nHost: localhost\r\n\r\n")?;
+    /// let stream = EventStream::from_socket(socket)?;
+    /// assert_eq!(stream.header("content-type"), Some("text/event-stream"));
+    /// stream.close();
+    /// server.join();
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn from_socket(socket: TcpStream) -> io::Result<EventStream> {
         let mut input = BufReader::new(socket.try_clone()?);
         let (status, headers) = read_head(&mut input)?;
@@ -119,12 +162,30 @@ impl EventStream {
         })
     }
 
-    /// The response status code.
+    /// The response status code: a `400` or `503` is not an `Err`, so check it.
+    ///
+    /// ```
+    /// let server = tinysse::Server::builder().addr("127.0.0.1:0").start()?;
+    /// let stream = tinysse::EventStream::connect(server.addr(), "/events", &[])?;
+    /// assert_eq!(stream.status(), 400); // no topic
+    /// server.join();
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn status(&self) -> u16 {
         self.status
     }
 
     /// The first value of a response header, by case-insensitive name.
+    ///
+    /// ```
+    /// let server = tinysse::Server::builder().addr("127.0.0.1:0").start()?;
+    /// let stream = tinysse::EventStream::connect(server.addr(), "/events?topic=t", &[])?;
+    /// assert_eq!(stream.header("Content-Type"), Some("text/event-stream"));
+    /// assert_eq!(stream.header("content-length"), None);
+    /// stream.close();
+    /// server.join();
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers
             .iter()
@@ -133,31 +194,106 @@ impl EventStream {
     }
 
     /// All response headers in order.
+    ///
+    /// ```
+    /// let server = tinysse::Server::builder().addr("127.0.0.1:0").start()?;
+    /// let stream = tinysse::EventStream::connect(server.addr(), "/events?topic=t", &[])?;
+    /// assert!(stream.headers().iter().any(|(k, v)| k == "Cache-Control" && v.starts_with("no-cache")));
+    /// stream.close();
+    /// server.join();
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn headers(&self) -> &[(String, String)] {
         &self.headers
     }
 
     /// Bounds each blocking read, so a test or a watchdog never waits forever.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    ///
+    /// let server = tinysse::Server::builder().addr("127.0.0.1:0").retry(None).start()?;
+    /// let mut stream = tinysse::EventStream::connect(server.addr(), "/events?topic=t", &[])?;
+    /// stream.set_read_timeout(Some(Duration::from_millis(100)))?;
+    /// let err = stream.next_message().unwrap_err(); // nothing was published
+    /// assert!(matches!(err.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut));
+    /// server.join();
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn set_read_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
         self.socket.set_read_timeout(timeout)
     }
 
-    /// The next event; `None` when the response ended.
+    /// The next event; `None` when the response ended. Comments (heartbeats)
+    /// and `retry:` fields are skipped.
+    ///
+    /// ```
+    /// use tinysse::{Event, EventStream, Server};
+    ///
+    /// let server = Server::builder()
+    ///     .addr("127.0.0.1:0")
+    ///     .stream_route("/two", |_req, tx| {
+    ///         let _ = tx.send(Event::data("a"));
+    ///         let _ = tx.send(Event::data("b"));
+    ///     })
+    ///     .start()?;
+    /// let mut stream = EventStream::connect(server.addr(), "/two", &[])?;
+    /// assert_eq!(stream.next_message()?.map(|m| m.data).as_deref(), Some("a"));
+    /// assert_eq!(stream.next_message()?.map(|m| m.data).as_deref(), Some("b"));
+    /// assert_eq!(stream.next_message()?, None);
+    /// server.join();
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn next_message(&mut self) -> io::Result<Option<Message>> {
         self.reader.next_message()
     }
 
     /// The next event, comment or retry; `None` when the response ended.
+    ///
+    /// ```
+    /// use tinysse::{EventStream, Item, Server};
+    ///
+    /// let server = Server::builder().addr("127.0.0.1:0").retry(Some(1500)).start()?;
+    /// let mut stream = EventStream::connect(server.addr(), "/events?topic=t", &[])?;
+    /// assert_eq!(stream.next_item()?, Some(Item::Retry(1500)));
+    /// stream.close();
+    /// server.join();
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn next_item(&mut self) -> io::Result<Option<Item>> {
         self.reader.next_item()
     }
 
-    /// The last event id seen, to send as `Last-Event-ID` when reconnecting.
+    /// The last event id seen, to send as `Last-Event-ID` when reconnecting
+    /// (the example at [`EventStream`] resumes with it).
+    ///
+    /// ```
+    /// use tinysse::{Event, EventStream, Server};
+    ///
+    /// let server = Server::builder().addr("127.0.0.1:0").start()?;
+    /// let mut stream = EventStream::connect(server.addr(), "/events?topic=t", &[])?;
+    /// assert_eq!(stream.last_event_id(), "");
+    /// let id = server.hub().publish("t", &Event::data("x"))?;
+    /// stream.next_message()?;
+    /// assert_eq!(stream.last_event_id(), id.to_string());
+    /// stream.close();
+    /// server.join();
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn last_event_id(&self) -> &str {
         self.reader.last_event_id()
     }
 
     /// The rest of the body as text (for error responses).
+    ///
+    /// ```
+    /// let server = tinysse::Server::builder().addr("127.0.0.1:0").start()?;
+    /// let stream = tinysse::EventStream::connect(server.addr(), "/events?topic=a%20b", &[])?;
+    /// assert_eq!(stream.status(), 400);
+    /// assert!(stream.body_text()?.starts_with("invalid topic"));
+    /// server.join();
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn body_text(mut self) -> io::Result<String> {
         let mut s = String::new();
         self.reader_mut().read_to_string(&mut s)?;
@@ -168,7 +304,16 @@ impl EventStream {
         self.reader.get_mut()
     }
 
-    /// Closes the connection at once (both directions).
+    /// Closes the connection at once (both directions); the server ends the
+    /// stream when its next write fails.
+    ///
+    /// ```
+    /// let server = tinysse::Server::builder().addr("127.0.0.1:0").start()?;
+    /// let stream = tinysse::EventStream::connect(server.addr(), "/events?topic=t", &[])?;
+    /// stream.close();
+    /// server.join();
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn close(self) {
         let _ = self.socket.shutdown(std::net::Shutdown::Both);
     }

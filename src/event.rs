@@ -22,8 +22,18 @@ pub struct Event {
     comment: Option<String>,
 }
 
-/// Why an [`Event`] field was refused.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// Why an [`Event`] could not be built.
+///
+/// ```
+/// use std::error::Error;
+///
+/// let err = tinysse::Event::data("x").with_event("a\nb").unwrap_err();
+/// assert!(matches!(err, tinysse::EventError::EventHasLineBreak));
+/// assert_eq!(err.to_string(), "event type contains CR or LF");
+/// assert!(err.source().is_none());
+/// ```
+#[derive(Debug)]
+#[non_exhaustive]
 pub enum EventError {
     /// The event type held CR or LF, which would end the field early.
     EventHasLineBreak,
@@ -31,8 +41,8 @@ pub enum EventError {
     IdHasLineBreak,
     /// The id held NUL, which makes clients ignore the whole field.
     IdHasNul,
-    /// The value could not be serialised as JSON.
-    Json(String),
+    /// The value could not be serialised as JSON; the error is the source.
+    Json(serde_json::Error),
 }
 
 impl fmt::Display for EventError {
@@ -46,7 +56,14 @@ impl fmt::Display for EventError {
     }
 }
 
-impl std::error::Error for EventError {}
+impl std::error::Error for EventError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            EventError::Json(e) => Some(e),
+            _ => None,
+        }
+    }
+}
 
 fn has_line_break(s: &str) -> bool {
     s.bytes().any(|b| b == b'\r' || b == b'\n')
@@ -66,17 +83,24 @@ impl Event {
         }
     }
 
-    /// An event whose data is `value` as compact JSON.
+    /// An event whose data is `value` as compact JSON; a value JSON cannot
+    /// hold is an [`EventError::Json`], with serde_json's error as its source.
     ///
     /// ```
     /// let ev = tinysse::Event::json(&serde_json::json!({"val": 42}))?;
     /// assert_eq!(ev.to_bytes(), b"data: {\"val\":42}\n\n");
+    ///
+    /// // JSON object keys are strings: a map keyed by pairs is refused.
+    /// let pairs = std::collections::BTreeMap::from([((1, 2), 3)]);
+    /// let err = tinysse::Event::json(&pairs).unwrap_err();
+    /// assert!(matches!(err, tinysse::EventError::Json(_)));
+    /// assert!(std::error::Error::source(&err).is_some());
     /// # Ok::<(), tinysse::EventError>(())
     /// ```
     pub fn json<T: serde::Serialize + ?Sized>(value: &T) -> Result<Event, EventError> {
         serde_json::to_string(value)
             .map(Event::data)
-            .map_err(|e| EventError::Json(e.to_string()))
+            .map_err(EventError::Json)
     }
 
     /// A comment frame (`: text`), ignored by clients; used for heartbeats.
@@ -146,22 +170,47 @@ impl Event {
     }
 
     /// The event type, if any.
+    ///
+    /// ```
+    /// let ev = tinysse::Event::data("x").with_event("note")?;
+    /// assert_eq!(ev.event_type(), Some("note"));
+    /// assert_eq!(ev.with_event("")?.event_type(), None);
+    /// # Ok::<(), tinysse::EventError>(())
+    /// ```
     pub fn event_type(&self) -> Option<&str> {
         self.event.as_deref()
     }
 
     /// The id, if any.
+    ///
+    /// ```
+    /// let ev = tinysse::Event::data("x").with_id("7")?;
+    /// assert_eq!(ev.id(), Some("7"));
+    /// # Ok::<(), tinysse::EventError>(())
+    /// ```
     pub fn id(&self) -> Option<&str> {
         self.id.as_deref()
     }
 
     /// The data, if any.
+    ///
+    /// ```
+    /// assert_eq!(tinysse::Event::data("a\nb").data_text(), Some("a\nb"));
+    /// assert_eq!(tinysse::Event::comment("hi").data_text(), None);
+    /// ```
     pub fn data_text(&self) -> Option<&str> {
         self.data.as_deref()
     }
 
     /// Appends the encoded frame to `out`, so a writer can batch frames into
     /// one buffer without allocating per frame.
+    ///
+    /// ```
+    /// let mut out = Vec::new();
+    /// tinysse::Event::data("1").encode_into(&mut out);
+    /// tinysse::Event::data("2").encode_into(&mut out);
+    /// assert_eq!(out, b"data: 1\n\ndata: 2\n\n");
+    /// ```
     pub fn encode_into(&self, out: &mut Vec<u8>) {
         self.encode_fields(out, true)
     }
@@ -187,6 +236,12 @@ impl Event {
     }
 
     /// The encoded frame.
+    ///
+    /// ```
+    /// let ev = tinysse::Event::data("hello").with_event("greeting")?;
+    /// assert_eq!(ev.to_bytes(), b"event: greeting\ndata: hello\n\n");
+    /// # Ok::<(), tinysse::EventError>(())
+    /// ```
     pub fn to_bytes(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(self.data.as_ref().map_or(0, |d| d.len()) + 32);
         self.encode_into(&mut out);
@@ -231,7 +286,18 @@ fn write_lines(out: &mut Vec<u8>, prefix: &[u8], text: &str) {
 }
 
 /// An encoded frame whose bytes are shared, not copied, between every
-/// subscriber it is sent to.
+/// subscriber it is sent to. Frames come from a [`Hub`](crate::Hub) (a
+/// [`Subscription`](crate::Subscription)'s replay and queue) or from an
+/// [`Event`], so their bytes are always a well-formed event-stream frame.
+///
+/// ```
+/// use tinysse::{Event, Frame};
+///
+/// let frame = Frame::from(Event::data("hi").with_id("7")?);
+/// assert_eq!(frame.id(), 7);
+/// assert_eq!(frame.bytes(), b"id: 7\ndata: hi\n\n");
+/// # Ok::<(), tinysse::EventError>(())
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Frame {
     id: u64,
@@ -240,8 +306,9 @@ pub struct Frame {
 }
 
 impl Frame {
-    /// A frame from encoded bytes; `id` is 0 for frames without one.
-    pub fn new(id: u64, bytes: impl Into<Arc<[u8]>>) -> Frame {
+    /// A frame from encoded bytes; `id` is 0 for frames without one. The
+    /// bytes are not checked: only the crate's own encoders call it.
+    pub(crate) fn new(id: u64, bytes: impl Into<Arc<[u8]>>) -> Frame {
         Frame {
             id,
             start: 0,
@@ -280,14 +347,47 @@ impl Frame {
         Frame { id, start, bytes }
     }
 
-    /// The numeric id the hub gave this event (0 for none).
+    /// The numeric id: the one the hub gave the event, or for a frame made
+    /// from an [`Event`], its id when that is a decimal number; 0 for none.
+    ///
+    /// ```
+    /// let hub = tinysse::Hub::new();
+    /// let sub = hub.subscribe(&["t"], None)?;
+    /// let id = hub.publish("t", &tinysse::Event::data("x"))?;
+    /// assert_eq!(sub.receiver().recv()?.id(), id);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn id(&self) -> u64 {
         self.id
     }
 
     /// The encoded bytes, ready for the wire.
+    ///
+    /// ```
+    /// let frame = tinysse::Frame::from(tinysse::Event::comment("hi"));
+    /// assert_eq!(frame.bytes(), b": hi\n\n");
+    /// ```
     pub fn bytes(&self) -> &[u8] {
         &self.bytes[self.start..]
+    }
+}
+
+impl From<&Event> for Frame {
+    /// Encodes the event once; see [`Frame::id`] for the id it gets.
+    fn from(event: &Event) -> Frame {
+        let id = event
+            .id()
+            .filter(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
+        Frame::new(id, event.to_bytes())
+    }
+}
+
+impl From<Event> for Frame {
+    /// Encodes the event once; see [`Frame::id`] for the id it gets.
+    fn from(event: Event) -> Frame {
+        Frame::from(&event)
     }
 }
 
@@ -333,16 +433,31 @@ mod tests {
     }
 
     #[test]
+    fn a_frame_from_an_event_has_its_bytes_and_decimal_id() {
+        let ev = Event::data("a\nb").with_id("42").unwrap();
+        let f = Frame::from(&ev);
+        assert_eq!((f.id(), f.bytes()), (42, &ev.to_bytes()[..]));
+        for id in ["", "x1", "+5", "-1", " 7", "99999999999999999999"] {
+            let ev = Event::data("x").with_id(id).unwrap();
+            assert_eq!(Frame::from(ev).id(), 0, "{id:?}");
+        }
+        assert_eq!(Frame::from(Event::comment("c")).id(), 0);
+    }
+
+    #[test]
     fn refuses_fields_that_would_corrupt_the_frame() {
-        assert_eq!(
+        assert!(matches!(
             Event::data("x").with_event("a\rb"),
             Err(EventError::EventHasLineBreak)
-        );
-        assert_eq!(
+        ));
+        assert!(matches!(
             Event::data("x").with_id("1\n2"),
             Err(EventError::IdHasLineBreak)
-        );
-        assert_eq!(Event::data("x").with_id("1\0"), Err(EventError::IdHasNul));
+        ));
+        assert!(matches!(
+            Event::data("x").with_id("1\0"),
+            Err(EventError::IdHasNul)
+        ));
     }
 
     #[test]

@@ -32,6 +32,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use crossbeam_channel::{Receiver, Sender, unbounded};
 
+use crate::defaults;
 use crate::event::{Event, Frame, ID_ROOM};
 use crate::metrics::Metrics;
 use crate::pool::{Inbox, Notify};
@@ -39,34 +40,36 @@ use crate::pool::{Inbox, Notify};
 /// Topics one subscription may name.
 pub(crate) const MAX_SUBSCRIPTION_TOPICS: usize = 64;
 
-/// Limits of a [`Hub`].
+/// Limits of a [`Hub`], set through the server builder's setters (the one
+/// public way to set them).
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct HubLimits {
+pub(crate) struct HubLimits {
     /// Events kept per topic for replay.
-    pub history: usize,
+    pub(crate) history: usize,
     /// Frames queued per subscriber before it is evicted.
-    pub queue: usize,
+    pub(crate) queue: usize,
     /// Topics held at once.
-    pub max_topics: usize,
+    pub(crate) max_topics: usize,
     /// Bytes of retained events of all topics together, counted by encoded
     /// frame size; over it, the oldest events (smallest ids, across topics)
     /// leave the history first.
-    pub history_bytes: usize,
+    pub(crate) history_bytes: usize,
 }
 
 impl Default for HubLimits {
     fn default() -> Self {
         HubLimits {
-            history: 1024,
-            queue: 256,
-            max_topics: 10_000,
-            history_bytes: 64 << 20,
+            history: defaults::HISTORY,
+            queue: defaults::QUEUE,
+            max_topics: defaults::MAX_TOPICS,
+            history_bytes: defaults::HISTORY_BYTES,
         }
     }
 }
 
 /// Why a publish was refused. Nothing was published.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum PublishError {
     /// The topic name is empty, too long, or has a character outside
     /// `A-Z a-z 0-9 _ - . : /`.
@@ -88,6 +91,7 @@ impl std::error::Error for PublishError {}
 
 /// Why a subscription was refused. Nothing was registered.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum SubscribeError {
     /// No topic was named.
     NoTopic,
@@ -402,25 +406,22 @@ impl Drop for Shrinking<'_> {
 }
 
 impl Hub {
-    /// A hub with the default limits (history 1024, queue 256, 10,000
-    /// topics, 64 MiB of history in all).
+    /// A standalone hub with the default limits (see
+    /// [`defaults`](crate::defaults)); a server makes its own, with the
+    /// builder's limits ([`ServerHandle::hub`](crate::ServerHandle::hub)).
+    ///
+    /// ```
+    /// let hub = tinysse::Hub::new();
+    /// assert_eq!(hub.topic_count(), 0);
+    /// ```
     pub fn new() -> Hub {
-        Hub::with_limits(HubLimits::default())
+        Hub::with_metrics(HubLimits::default(), Arc::new(Metrics::new()))
     }
 
     /// A hub with the given limits (each at least 1).
-    ///
-    /// ```
-    /// use tinysse::{Event, Hub, HubLimits, PublishError};
-    ///
-    /// let hub = Hub::with_limits(HubLimits { history: 10, queue: 8, max_topics: 2, ..HubLimits::default() });
-    /// hub.publish("a", &Event::data("1"))?;
-    /// hub.publish("b", &Event::data("2"))?;
-    /// assert_eq!(hub.publish("c", &Event::data("3")), Err(PublishError::TooManyTopics));
-    /// # Ok::<(), PublishError>(())
-    /// ```
-    pub fn with_limits(limits: HubLimits) -> Hub {
-        Hub::with_metrics(limits, Arc::new(Metrics::default()))
+    #[cfg(test)]
+    pub(crate) fn with_limits(limits: HubLimits) -> Hub {
+        Hub::with_metrics(limits, Arc::new(Metrics::new()))
     }
 
     pub(crate) fn with_metrics(limits: HubLimits, metrics: Arc<Metrics>) -> Hub {
@@ -453,17 +454,33 @@ impl Hub {
         }
     }
 
-    /// The counters this hub updates.
+    /// The counters this hub updates (a server's hub shares the server's).
+    ///
+    /// ```
+    /// let hub = tinysse::Hub::new();
+    /// hub.publish("t", &tinysse::Event::data("x"))?;
+    /// assert_eq!(hub.metrics().events_published(), 1);
+    /// # Ok::<(), tinysse::PublishError>(())
+    /// ```
     pub fn metrics(&self) -> &Metrics {
         &self.inner.metrics
     }
 
     /// The limits in force.
-    pub fn limits(&self) -> &HubLimits {
+    pub(crate) fn limits(&self) -> &HubLimits {
         &self.inner.limits
     }
 
-    /// The number of topics held.
+    /// The number of topics held: those with retained events or subscribers.
+    ///
+    /// ```
+    /// let hub = tinysse::Hub::new();
+    /// let sub = hub.subscribe(&["a", "b"], None)?;
+    /// assert_eq!(hub.topic_count(), 2);
+    /// drop(sub); // nothing retained, nobody subscribed: both are forgotten
+    /// assert_eq!(hub.topic_count(), 0);
+    /// # Ok::<(), tinysse::SubscribeError>(())
+    /// ```
     pub fn topic_count(&self) -> usize {
         self.inner
             .topics
@@ -473,7 +490,7 @@ impl Hub {
     }
 
     /// The bytes of retained events, all topics together (see
-    /// [`HubLimits::history_bytes`]).
+    /// [`ServerBuilder::history_bytes`](crate::ServerBuilder::history_bytes)).
     ///
     /// ```
     /// let hub = tinysse::Hub::new();
@@ -801,17 +818,49 @@ pub struct Subscription {
 impl Subscription {
     /// The `gap` event to send before the replay, when some events after the
     /// asked id can no longer be replayed.
+    ///
+    /// ```
+    /// let hub = tinysse::Hub::new();
+    /// let id = hub.publish("t", &tinysse::Event::data("x"))?;
+    /// // An id from before this hub started: what came after it is unknown.
+    /// let sub = hub.subscribe(&["t"], Some(1))?;
+    /// let gap = sub.gap().expect("a gap event");
+    /// assert!(gap.bytes().starts_with(b"event: gap\n"));
+    /// assert_eq!(sub.replay()[0].id(), id);
+    /// assert!(hub.subscribe(&["t"], Some(id))?.gap().is_none());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn gap(&self) -> Option<&Frame> {
         self.prelude.first().filter(|_| self.gap)
     }
 
     /// The retained events after the asked id, oldest first.
+    ///
+    /// ```
+    /// let hub = tinysse::Hub::new();
+    /// let a = hub.publish("t", &tinysse::Event::data("a"))?;
+    /// let b = hub.publish("t", &tinysse::Event::data("b"))?;
+    /// let c = hub.publish("t", &tinysse::Event::data("c"))?;
+    /// let sub = hub.subscribe(&["t"], Some(a))?;
+    /// let ids: Vec<u64> = sub.replay().iter().map(|f| f.id()).collect();
+    /// assert_eq!(ids, [b, c]);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn replay(&self) -> &[Frame] {
         &self.prelude[usize::from(self.gap)..]
     }
 
     /// The gap event (if any) followed by the replay: everything to write
     /// before live frames. The frames share their bytes with the history.
+    ///
+    /// ```
+    /// let hub = tinysse::Hub::new();
+    /// hub.publish("t", &tinysse::Event::data("a"))?;
+    /// let sub = hub.subscribe(&["t"], Some(1))?;
+    /// assert_eq!(sub.prelude().len(), 2); // the gap event, then "a"
+    /// assert_eq!(sub.prelude()[1..], *sub.replay());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn prelude(&self) -> &[Frame] {
         &self.prelude
     }
@@ -823,12 +872,34 @@ impl Subscription {
         std::mem::take(&mut self.prelude)
     }
 
-    /// The queue of live frames, each published after the subscription began.
+    /// The queue of live frames, each published after the subscription
+    /// began; once the subscriber is evicted, nothing more is added.
+    ///
+    /// ```
+    /// let hub = tinysse::Hub::new();
+    /// let sub = hub.subscribe(&["t"], None)?;
+    /// hub.publish("t", &tinysse::Event::data("live"))?;
+    /// let frame = sub.receiver().recv_timeout(std::time::Duration::from_secs(1))?;
+    /// assert!(frame.bytes().ends_with(b"data: live\n\n"));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn receiver(&self) -> &Receiver<Frame> {
         &self.queue
     }
 
-    /// Whether the hub dropped this subscriber for falling behind.
+    /// Whether the hub dropped this subscriber for falling behind (its queue
+    /// held [`defaults::QUEUE`](crate::defaults::QUEUE), or the server's
+    /// `queue`, frames).
+    ///
+    /// ```
+    /// let hub = tinysse::Hub::new();
+    /// let sub = hub.subscribe(&["t"], None)?;
+    /// for _ in 0..=tinysse::defaults::QUEUE {
+    ///     hub.publish("t", &tinysse::Event::data("x"))?; // never blocks
+    /// }
+    /// assert!(sub.is_evicted());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn is_evicted(&self) -> bool {
         self.evicted.load(Ordering::Acquire)
     }

@@ -25,14 +25,37 @@
 //! | [`Server::builder`] → [`ServerHandle`] | the HTTP server on background threads: `/events`, `/publish`, custom stream routes, static files, graceful shutdown |
 //! | [`Hub`] | topics: publish from any thread, subscribe, history for `Last-Event-ID` replay, eviction of slow subscribers |
 //! | [`ServerBuilder::stream_route`] | the classic shape: a handler gets the request and a `Sender<Event>`, and the stream ends when it drops the sender |
-//! | [`Event`] | one event, validated when built, encoded per the WHATWG format |
+//! | [`Event`], [`Frame`] | one event, validated when built, encoded per the WHATWG format; a frame is its encoded bytes, shared by every subscriber |
+//! | [`Subscription`] | a hub subscriber: the replay after a `Last-Event-ID`, then a queue of live frames |
 //! | [`StreamWriter`] | the writer loop on its own, over any `std::io::Write` and a `Receiver` |
 //! | [`SseReader`], [`EventStream`] | the parser over any `BufRead`, and a blocking client over `TcpStream` |
+//! | [`StreamRequest`] | the request a stream route's handler sees: path, query, headers, `Last-Event-ID` |
+//! | [`defaults`] | every default setting, defined once |
 //!
 //! Each fallible operation has its own small error type implementing
 //! `std::error::Error`: [`StartError`], [`PublishError`], [`SubscribeError`],
-//! [`EventError`], [`ConfigError`]; the client returns `std::io::Error`.
-//! Bad input is an error, never a panic.
+//! [`EventError`]. Each is `#[non_exhaustive]` (match with a `_` arm), and
+//! one caused by another error keeps it as its
+//! [`source`](std::error::Error::source). The client and the reader return
+//! `std::io::Error`, as any reader does (`InvalidInput` for a request that
+//! would be unsafe to send, `InvalidData` for a response that breaks the
+//! protocol). Bad input is an error, never a panic.
+//!
+//! ## The library and the binary
+//!
+//! The `tinysse` binary (`src/bin/tinysse/`) is a thin program on this
+//! public API, nothing more: flags, signals, the open-files limit, and the
+//! demo (the seed's `/async` as a [`stream_route`](ServerBuilder::stream_route)
+//! and a producer that publishes host numbers through
+//! [`ServerHandle::hub`]). What only it needs (`ctrlc`, `lexopt`, `libc`)
+//! is behind the default feature `cli`; a program that embeds the library
+//! turns it off:
+//!
+//! ```toml
+//! [dependencies]
+//! tinysse = { version = "0.1", default-features = false }
+//! crossbeam-channel = "0.5" # for stream routes' Sender
+//! ```
 //!
 //! ## The model
 //!
@@ -83,7 +106,7 @@
 //! being written, so an idle stream costs a few KiB; its queue of at most
 //! `queue` frames shares their bytes with every other subscriber. Each
 //! event costs one `write` per subscriber and one wake-up per writer
-//! thread. A custom route (and `/firehose`, `/async`) keeps a writer thread
+//! thread. A custom route (and `/firehose`) keeps a writer thread
 //! of its own (64 KiB stack) and its producer (256 KiB stack), with no
 //! tiny_http thread. Open streams are capped by
 //! [`ServerBuilder::max_streams`] (one more gets `503`).
@@ -107,17 +130,19 @@
 //! `examples/` in the repository: `progress` (a blocking job streaming its
 //! progress to a browser), `seed` (a route that produces from its own thread
 //! and ends by dropping the sender), `client` (a blocking client that
-//! reconnects with `Last-Event-ID`). `docs/embedding.md` and `docs/proxy.md`
-//! cover embedding and running behind nginx and systemd.
+//! reconnects with `Last-Event-ID`); the binary's `src/bin/tinysse/demo.rs`
+//! is the demo built the same way. `docs/embedding.md` and `docs/proxy.md`
+//! cover embedding and running behind nginx and systemd; `CHANGELOG.md`
+//! lists every change to this API.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
+#![deny(missing_debug_implementations)]
 
 mod client;
-mod config;
-mod demo;
+pub mod defaults;
 mod event;
 mod files;
-mod host;
+mod firehose;
 mod hub;
 mod metrics;
 mod pool;
@@ -128,16 +153,17 @@ mod server;
 mod stream;
 
 pub use client::EventStream;
-pub use config::{Command, Config, ConfigError, USAGE};
 pub use event::{Encode, Event, EventError, Frame};
-pub use hub::{Hub, HubLimits, PublishError, SubscribeError, Subscription, valid_topic};
+pub use hub::{Hub, PublishError, SubscribeError, Subscription, valid_topic};
 pub use metrics::Metrics;
 pub use reader::{Item, Message, SseReader};
 pub use request::StreamRequest;
-pub use server::{Server, ServerBuilder, ServerHandle, StartError, StreamHandler};
+pub use server::{Server, ServerBuilder, ServerHandle, StartError};
 pub use stream::{StreamEnd, StreamWriter};
 
-/// Entry points for the fuzz targets in `fuzz/`: not part of the API.
+/// Entry points for the fuzz targets in `fuzz/` (feature `fuzzing`, off by
+/// default): not part of the API.
+#[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub mod fuzzing {
     /// Parses a publish body (JSON or form): the topic and the encoded frame.

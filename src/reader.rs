@@ -1,6 +1,7 @@
 //! A blocking SSE parser over any [`BufRead`], following the WHATWG
 //! event-stream parsing rules.
 
+use std::fmt;
 use std::io::{self, BufRead};
 
 const BOM: &[u8] = b"\xEF\xBB\xBF";
@@ -53,8 +54,27 @@ pub struct SseReader<R> {
     block_id: Option<String>,
 }
 
+/// Shows the parser's state, not the input (which need not be `Debug`).
+impl<R> fmt::Debug for SseReader<R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SseReader")
+            .field("max_line", &self.max_line)
+            .field("last_event_id", &self.last_event_id)
+            .field("pending_event", &self.event)
+            .field("pending_data", &self.data)
+            .finish_non_exhaustive()
+    }
+}
+
 impl<R: BufRead> SseReader<R> {
     /// A reader with a 16 MiB limit on one line.
+    ///
+    /// ```
+    /// let file = std::io::Cursor::new("data: saved\n\n");
+    /// let mut r = tinysse::SseReader::new(std::io::BufReader::new(file));
+    /// assert_eq!(r.next_message()?.unwrap().data, "saved");
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
     pub fn new(inner: R) -> SseReader<R> {
         SseReader {
             inner,
@@ -72,23 +92,52 @@ impl<R: BufRead> SseReader<R> {
 
     /// Sets the longest line accepted; a longer one is an `InvalidData` error,
     /// so a hostile server cannot make the client buffer without bound.
+    ///
+    /// ```
+    /// let mut r = tinysse::SseReader::new(&b"data: far too long\n\n"[..]).max_line(8);
+    /// assert_eq!(r.next_message().unwrap_err().kind(), std::io::ErrorKind::InvalidData);
+    /// ```
     pub fn max_line(mut self, bytes: usize) -> SseReader<R> {
         self.max_line = bytes;
         self
     }
 
     /// The underlying reader.
+    ///
+    /// ```
+    /// let mut r = tinysse::SseReader::new(&b"data: a\n\nrest"[..]);
+    /// r.next_message()?;
+    /// assert_eq!(*r.get_mut(), b"rest"); // what is left unread
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
     pub fn get_mut(&mut self) -> &mut R {
         &mut self.inner
     }
 
-    /// The last event id buffer (what a reconnect sends as `Last-Event-ID`).
+    /// The last event id buffer (what a reconnect sends as `Last-Event-ID`):
+    /// it carries over events without an `id:` of their own.
+    ///
+    /// ```
+    /// let mut r = tinysse::SseReader::new(&b"id: 5\ndata: a\n\ndata: b\n\n"[..]);
+    /// r.next_message()?;
+    /// r.next_message()?;
+    /// assert_eq!(r.last_event_id(), "5");
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
     pub fn last_event_id(&self) -> &str {
         &self.last_event_id
     }
 
     /// The next event, skipping comments and `retry:`; `None` at the end of
     /// the stream (an unterminated event there is discarded).
+    ///
+    /// ```
+    /// let mut r = tinysse::SseReader::new(&b"retry: 10\n\nevent: note\ndata: a\n\ndata: cut"[..]);
+    /// let m = r.next_message()?.unwrap();
+    /// assert_eq!((m.event.as_str(), m.data.as_str()), ("note", "a"));
+    /// assert_eq!(r.next_message()?, None);
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
     pub fn next_message(&mut self) -> io::Result<Option<Message>> {
         loop {
             match self.next_item()? {
@@ -100,6 +149,16 @@ impl<R: BufRead> SseReader<R> {
     }
 
     /// The next event, comment or retry; `None` at the end of the stream.
+    ///
+    /// ```
+    /// use tinysse::{Item, SseReader};
+    ///
+    /// let mut r = SseReader::new(&b": keep-alive\n\nretry: 2000\n\n"[..]);
+    /// assert_eq!(r.next_item()?, Some(Item::Comment("keep-alive".into())));
+    /// assert_eq!(r.next_item()?, Some(Item::Retry(2000)));
+    /// assert_eq!(r.next_item()?, None);
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
     pub fn next_item(&mut self) -> io::Result<Option<Item>> {
         loop {
             if !self.read_line()? {

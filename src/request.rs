@@ -78,16 +78,30 @@ impl StreamRequest {
     }
 
     /// The method, e.g. `GET`.
+    ///
+    /// ```
+    /// assert_eq!(tinysse::StreamRequest::new("GET", "/ticks").method(), "GET");
+    /// ```
     pub fn method(&self) -> &str {
         &self.method
     }
 
     /// The path, without the query string, as sent (not percent-decoded).
+    ///
+    /// ```
+    /// assert_eq!(tinysse::StreamRequest::new("GET", "/a%20b?x=1").path(), "/a%20b");
+    /// ```
     pub fn path(&self) -> &str {
         &self.path
     }
 
     /// The first value of a query parameter, decoded.
+    ///
+    /// ```
+    /// let rq = tinysse::StreamRequest::new("GET", "/search?q=a%2Fb+c&q=second");
+    /// assert_eq!(rq.query("q"), Some("a/b c"));
+    /// assert_eq!(rq.query("missing"), None);
+    /// ```
     pub fn query(&self, name: &str) -> Option<&str> {
         self.query
             .iter()
@@ -96,6 +110,11 @@ impl StreamRequest {
     }
 
     /// Every value of a query parameter, in order.
+    ///
+    /// ```
+    /// let rq = tinysse::StreamRequest::new("GET", "/events?topic=a&topic=b");
+    /// assert_eq!(rq.query_all("topic").collect::<Vec<_>>(), ["a", "b"]);
+    /// ```
     pub fn query_all<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
         self.query
             .iter()
@@ -104,6 +123,22 @@ impl StreamRequest {
     }
 
     /// The first value of a header, by case-insensitive name.
+    ///
+    /// ```
+    /// use tinysse::{Event, EventStream, Server};
+    ///
+    /// let server = Server::builder()
+    ///     .addr("127.0.0.1:0")
+    ///     .stream_route("/whoami", |req, tx| {
+    ///         let agent = req.header("user-agent").unwrap_or("unknown");
+    ///         let _ = tx.send(Event::data(agent));
+    ///     })
+    ///     .start()?;
+    /// let mut stream = EventStream::connect(server.addr(), "/whoami", &[("User-Agent", "doc")])?;
+    /// assert_eq!(stream.next_message()?.unwrap().data, "doc");
+    /// server.join();
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers
             .iter()
@@ -111,7 +146,24 @@ impl StreamRequest {
             .map(|(_, v)| v.as_str())
     }
 
-    /// The peer's address.
+    /// The peer's address (`None` for a request made with [`new`](Self::new)).
+    ///
+    /// ```
+    /// use tinysse::{Event, EventStream, Server};
+    ///
+    /// let server = Server::builder()
+    ///     .addr("127.0.0.1:0")
+    ///     .stream_route("/peer", |req, tx| {
+    ///         let local = req.remote_addr().is_some_and(|a| a.ip().is_loopback());
+    ///         let _ = tx.send(Event::data(local.to_string()));
+    ///     })
+    ///     .start()?;
+    /// let mut stream = EventStream::connect(server.addr(), "/peer", &[])?;
+    /// assert_eq!(stream.next_message()?.unwrap().data, "true");
+    /// assert_eq!(tinysse::StreamRequest::new("GET", "/peer").remote_addr(), None);
+    /// server.join();
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn remote_addr(&self) -> Option<SocketAddr> {
         self.remote_addr
     }

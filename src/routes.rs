@@ -1,4 +1,4 @@
-//! Request handlers: streams (`/events`, `/async`, `/firehose`, custom
+//! Request handlers: streams (`/events`, `/firehose`, custom
 //! routes) and short requests (`/publish`, `/healthz`, `/metrics`, files).
 
 use std::io::{Cursor, Read, Write};
@@ -341,7 +341,7 @@ fn start_firehose(sh: &Arc<Shared>, rq: Request, sreq: &StreamRequest) {
     let producer = std::thread::Builder::new()
         .name("tinysse-firehose".into())
         .stack_size(crate::server::STREAM_STACK)
-        .spawn(move || crate::demo::firehose(count, size, tx));
+        .spawn(move || crate::firehose::firehose(count, size, tx));
     if let Err(e) = producer {
         log::error!("cannot start the firehose producer: {e}");
         let _ = rq.respond(text(503, "cannot start the stream"));

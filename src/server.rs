@@ -9,12 +9,13 @@ use std::net::{SocketAddr, TcpListener, ToSocketAddrs};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::thread::{self, JoinHandle};
+use std::thread;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, bounded};
 use socket2::{Domain, Protocol, SockAddr, Socket, TcpKeepalive, Type};
 
+use crate::defaults;
 use crate::event::Event;
 use crate::hub::{Hub, HubLimits};
 use crate::metrics::Metrics;
@@ -24,8 +25,8 @@ use crate::routes;
 
 /// A custom stream route's handler: it gets the request and a `Sender`, runs
 /// on a producer thread of its own, and ends the stream by dropping the sender
-/// (see [`ServerBuilder::stream_route`]).
-pub type StreamHandler = dyn Fn(&StreamRequest, Sender<Event>) + Send + Sync + 'static;
+/// (see [`ServerBuilder::stream_route`], which takes any such closure).
+pub(crate) type StreamHandler = dyn Fn(&StreamRequest, Sender<Event>) + Send + Sync + 'static;
 
 /// Stack for a stream's writer thread: it only moves bytes from a channel to
 /// a socket, so it needs little, and thousands of streams add up.
@@ -42,8 +43,6 @@ pub(crate) struct Shared {
     pub(crate) hub: Hub,
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) routes: HashMap<String, Arc<StreamHandler>>,
-    /// Disconnects when shutdown begins; every writer selects on it.
-    pub(crate) shutdown: Receiver<()>,
     pub(crate) stopping: AtomicBool,
     /// The open streams; `None` once shutdown has begun.
     pub(crate) streams: Mutex<Option<OpenStreams>>,
@@ -74,7 +73,6 @@ pub(crate) struct Settings {
     pub(crate) max_body: u64,
     pub(crate) publish_token: Option<String>,
     pub(crate) cors_origin: Option<String>,
-    pub(crate) demo: bool,
     pub(crate) firehose: bool,
 }
 
@@ -85,7 +83,6 @@ pub(crate) struct Settings {
 ///
 /// let server = Server::builder()
 ///     .addr("127.0.0.1:0")
-///     .demo(false)
 ///     .stream_route("/ticks", |_req, tx| {
 ///         for i in 0..3 {
 ///             if tx.send(Event::data(i.to_string())).is_err() {
@@ -110,6 +107,36 @@ pub struct ServerBuilder {
     routes: HashMap<String, Arc<StreamHandler>>,
 }
 
+/// Every setting, the publish token left out (a `Debug` line may end up
+/// in a log).
+impl fmt::Debug for ServerBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let s = &self.settings;
+        let mut routes: Vec<&str> = self.routes.keys().map(String::as_str).collect();
+        routes.sort_unstable();
+        f.debug_struct("ServerBuilder")
+            .field("addr", &self.addr)
+            .field("public_dir", &s.public)
+            .field("heartbeat", &s.heartbeat)
+            .field("retry", &s.retry)
+            .field("max_streams", &s.max_streams)
+            .field("queue", &self.limits.queue)
+            .field("history", &self.limits.history)
+            .field("max_topics", &self.limits.max_topics)
+            .field("history_bytes", &self.limits.history_bytes)
+            .field("max_body", &s.max_body)
+            .field("publish_token", &s.publish_token.as_ref().map(|_| "<set>"))
+            .field("cors_origin", &s.cors_origin)
+            .field("firehose", &s.firehose)
+            .field("write_timeout", &self.write_timeout)
+            .field("header_timeout", &self.head_timeout)
+            .field("max_connections", &self.max_connections)
+            .field("writer_threads", &self.writer_threads)
+            .field("stream_routes", &routes)
+            .finish()
+    }
+}
+
 /// Connections held at once beyond `max_streams`: room for short requests and
 /// for connections still sending their request head.
 pub(crate) const EXTRA_CONNECTIONS: usize = 512;
@@ -121,9 +148,8 @@ pub(crate) const MAX_HEAD_BYTES: usize = 16 * 1024;
 pub struct Server;
 
 impl Server {
-    /// A builder for an embedding program: `127.0.0.1:8080`, no demo, no
-    /// static files, and otherwise the binary's defaults (heartbeat 15 s,
-    /// `retry: 2000`, 1024 streams, queue 256, history 1024).
+    /// A builder for an embedding program: the settings in [`defaults`]
+    /// (the binary's too), no static files and no custom routes.
     ///
     /// ```
     /// let server = tinysse::Server::builder().addr("127.0.0.1:0").start()?;
@@ -139,23 +165,22 @@ impl Server {
 impl Default for ServerBuilder {
     fn default() -> Self {
         ServerBuilder {
-            addr: "127.0.0.1:8080".to_string(),
+            addr: defaults::ADDR.to_string(),
             settings: Settings {
-                // An embedding program opts in to files and the demo; the
-                // binary's Config turns both on.
+                // An embedding program opts in to files; the binary's Config
+                // turns them on.
                 public: None,
-                heartbeat: Some(Duration::from_secs(15)),
-                retry: Some(2000),
-                max_streams: 1024,
-                max_body: 65536,
+                heartbeat: Some(defaults::HEARTBEAT),
+                retry: Some(defaults::RETRY_MS),
+                max_streams: defaults::MAX_STREAMS,
+                max_body: defaults::MAX_BODY,
                 publish_token: None,
                 cors_origin: None,
-                demo: false,
                 firehose: false,
             },
             limits: HubLimits::default(),
-            write_timeout: Some(Duration::from_secs(5)),
-            head_timeout: Some(Duration::from_secs(10)),
+            write_timeout: Some(defaults::WRITE_TIMEOUT),
+            head_timeout: Some(defaults::HEADER_TIMEOUT),
             max_connections: None,
             writer_threads: None,
             routes: HashMap::new(),
@@ -163,12 +188,16 @@ impl Default for ServerBuilder {
     }
 }
 
-/// Why the server did not start.
+/// Why the server did not start. Where an underlying error caused it,
+/// [`source`](std::error::Error::source) returns it.
 ///
 /// ```
+/// use std::error::Error;
+///
 /// let err = tinysse::Server::builder().addr("127.0.0.1").start().unwrap_err();
 /// assert!(matches!(err, tinysse::StartError::Resolve(..)));
 /// println!("{err}"); // cannot resolve 127.0.0.1: invalid socket address
+/// assert!(err.source().is_some()); // the io::Error
 /// ```
 #[derive(Debug)]
 #[non_exhaustive]
@@ -177,8 +206,10 @@ pub enum StartError {
     Resolve(String, io::Error),
     /// Binding or configuring the listening socket failed.
     Bind(SocketAddr, io::Error),
-    /// The HTTP layer refused the listener, or a thread could not start.
-    Http(String),
+    /// A thread of the server (a writer pool thread) could not start.
+    Thread(io::Error),
+    /// The HTTP layer refused the listener.
+    Http(Box<dyn std::error::Error + Send + Sync + 'static>),
     /// A builder value is unusable (a route path not starting with `/`, a
     /// header value with a line break); the message names it.
     Invalid(String),
@@ -189,6 +220,7 @@ impl fmt::Display for StartError {
         match self {
             StartError::Resolve(a, e) => write!(f, "cannot resolve {a}: {e}"),
             StartError::Bind(a, e) => write!(f, "cannot listen on {a}: {e}"),
+            StartError::Thread(e) => write!(f, "cannot start a server thread: {e}"),
             StartError::Http(e) => write!(f, "cannot start the HTTP server: {e}"),
             StartError::Invalid(e) => write!(f, "invalid setting: {e}"),
         }
@@ -198,8 +230,9 @@ impl fmt::Display for StartError {
 impl std::error::Error for StartError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
-            StartError::Resolve(_, e) | StartError::Bind(_, e) => Some(e),
-            StartError::Http(_) | StartError::Invalid(_) => None,
+            StartError::Resolve(_, e) | StartError::Bind(_, e) | StartError::Thread(e) => Some(e),
+            StartError::Http(e) => Some(&**e),
+            StartError::Invalid(_) => None,
         }
     }
 }
@@ -223,6 +256,7 @@ macro_rules! setter {
 impl ServerBuilder {
     setter!(
         /// The listen address; port 0 picks a free port (see [`ServerHandle::addr`]).
+        /// Default: [`defaults::ADDR`].
         addr, impl Into<String>, |s, v| s.addr = v.into(), "addr(\"127.0.0.1:0\")"
     );
     setter!(
@@ -231,38 +265,44 @@ impl ServerBuilder {
     );
     setter!(
         /// The idle time after which a stream gets `: keep-alive`; `None` turns it off.
+        /// Default: [`defaults::HEARTBEAT`].
         heartbeat, Option<Duration>, |s, v| s.settings.heartbeat = v,
-        "heartbeat(Some(std::time::Duration::from_secs(15)))"
+        "heartbeat(Some(std::time::Duration::from_secs(30)))"
     );
     setter!(
-        /// The `retry:` sent at the start of each stream; `None` sends none.
-        retry, Option<u64>, |s, v| s.settings.retry = v, "retry(Some(2000))"
+        /// The `retry:` sent at the start of each stream, in milliseconds;
+        /// `None` sends none. Default: [`defaults::RETRY_MS`].
+        retry, Option<u64>, |s, v| s.settings.retry = v, "retry(Some(5000))"
     );
     setter!(
         /// Open streams allowed at once; one more gets `503` with `Retry-After`.
-        max_streams, u64, |s, v| s.settings.max_streams = v, "max_streams(1024)"
+        /// Default: [`defaults::MAX_STREAMS`].
+        max_streams, u64, |s, v| s.settings.max_streams = v, "max_streams(4096)"
     );
     setter!(
-        /// Frames queued per subscriber before it is evicted.
-        queue, usize, |s, v| s.limits.queue = v, "queue(256)"
+        /// Frames queued per subscriber before it is evicted (at least 1).
+        /// Default: [`defaults::QUEUE`].
+        queue, usize, |s, v| s.limits.queue = v, "queue(1024)"
     );
     setter!(
-        /// Events kept per topic for `Last-Event-ID` replay.
-        history, usize, |s, v| s.limits.history = v, "history(1024)"
+        /// Events kept per topic for `Last-Event-ID` replay (at least 1).
+        /// Default: [`defaults::HISTORY`].
+        history, usize, |s, v| s.limits.history = v, "history(100)"
     );
     setter!(
-        /// Topics held at once; a publish or subscribe that would create one more gets `429`.
-        max_topics, usize, |s, v| s.limits.max_topics = v, "max_topics(10_000)"
+        /// Topics held at once (at least 1); a publish or subscribe that would
+        /// create one more gets `429`. Default: [`defaults::MAX_TOPICS`].
+        max_topics, usize, |s, v| s.limits.max_topics = v, "max_topics(100)"
     );
     setter!(
         /// Bytes of retained events of all topics together, counted by encoded
-        /// frame size (64 MiB by default); over it, the oldest events across
-        /// topics leave the history first.
-        history_bytes, usize, |s, v| s.limits.history_bytes = v, "history_bytes(64 << 20)"
+        /// frame size (at least 1); over it, the oldest events across topics
+        /// leave the history first. Default: [`defaults::HISTORY_BYTES`].
+        history_bytes, usize, |s, v| s.limits.history_bytes = v, "history_bytes(16 << 20)"
     );
     setter!(
-        /// The largest publish body in bytes.
-        max_body, u64, |s, v| s.settings.max_body = v, "max_body(65536)"
+        /// The largest publish body in bytes. Default: [`defaults::MAX_BODY`].
+        max_body, u64, |s, v| s.settings.max_body = v, "max_body(1 << 20)"
     );
     setter!(
         /// Requires `Authorization: Bearer <token>` to publish; without one, only
@@ -276,27 +316,24 @@ impl ServerBuilder {
         "cors_origin(Some(\"https://example.com\".into()))"
     );
     setter!(
-        /// Serves the seed's `/async` demo and publishes host metrics on topic `demo`.
-        demo, bool, |s, v| s.settings.demo = v, "demo(false)"
-    );
-    setter!(
         /// Serves `/firehose`, a throughput test stream.
         firehose, bool, |s, v| s.settings.firehose = v, "firehose(true)"
     );
     setter!(
         /// How long a write to a client may block before the stream is dropped
-        /// (a client that stopped reading); `None` waits forever.
+        /// (a client that stopped reading); `None` waits forever. Default:
+        /// [`defaults::WRITE_TIMEOUT`].
         write_timeout, Option<Duration>, |s, v| s.write_timeout = v,
-        "write_timeout(Some(std::time::Duration::from_secs(5)))"
+        "write_timeout(Some(std::time::Duration::from_secs(10)))"
     );
     setter!(
         /// How long a connection may take to send a request head, counted from
         /// its accept or the end of its previous response (so idle keep-alive
-        /// connections are closed after it too); each read of a request body
-        /// waits at most this long as well. Never applies while a stream is
-        /// open. `None` waits forever.
+        /// connections are closed after it too); a request body must then
+        /// arrive in full within this long of the end of its head. Never
+        /// applies while a stream is open. `None` waits forever. Default: [`defaults::HEADER_TIMEOUT`].
         header_timeout, Option<Duration>, |s, v| s.head_timeout = v,
-        "header_timeout(Some(std::time::Duration::from_secs(10)))"
+        "header_timeout(Some(std::time::Duration::from_secs(30)))"
     );
     setter!(
         /// Threads that write `/events` streams, each serving many of them over
@@ -331,7 +368,7 @@ impl ServerBuilder {
     ///   the stream like a drop of the sender.
     /// - Each stream counts towards [`max_streams`](Self::max_streams).
     ///   `/events` (and `/firehose` when on) are taken: [`start`](Self::start)
-    ///   refuses them. A route at `/async` replaces the demo's.
+    ///   refuses them.
     ///
     /// ```
     /// use tinysse::{Event, EventStream, Server};
@@ -365,6 +402,17 @@ impl ServerBuilder {
 
     /// Binds the listener and starts serving on background threads; returns
     /// once the port is bound, so clients may connect at once.
+    ///
+    /// ```
+    /// use tinysse::{Server, StartError};
+    ///
+    /// let server = Server::builder().addr("127.0.0.1:0").start()?;
+    /// // The port is taken now: a second server on it is refused.
+    /// let err = Server::builder().addr(server.addr().to_string()).start().unwrap_err();
+    /// assert!(matches!(err, StartError::Bind(..)));
+    /// server.join();
+    /// # Ok::<(), StartError>(())
+    /// ```
     pub fn start(self) -> Result<ServerHandle, StartError> {
         check_settings(&self)?;
         let addr = self
@@ -400,24 +448,16 @@ impl ServerBuilder {
             body_timeout: self.head_timeout,
             max_head_bytes: Some(MAX_HEAD_BYTES),
         };
-        let metrics = Arc::new(Metrics::default());
+        let metrics = Arc::new(Metrics::new());
         let hub = Hub::with_metrics(self.limits, metrics.clone());
-        let (shutdown_tx, shutdown_rx) = bounded::<()>(0);
         let (alive_tx, alive_rx) = bounded::<()>(0);
-        let mut routes = self.routes;
-        if self.settings.demo {
-            routes
-                .entry("/async".to_string())
-                .or_insert_with(|| Arc::new(crate::demo::async_route));
-        }
         let pool_threads = self.writer_threads.unwrap_or_else(|| {
             thread::available_parallelism()
                 .map(|n| n.get())
                 .unwrap_or(1)
                 .min(MAX_POOL_THREADS)
         });
-        let (pool, pool_handles) = Pool::start(pool_threads)
-            .map_err(|e| StartError::Http(format!("cannot start the writer pool: {e}")))?;
+        let (pool, pool_handles) = Pool::start(pool_threads).map_err(StartError::Thread)?;
         // Not joined: each ends once its streams have, and join() waits for
         // the streams themselves.
         drop(pool_handles);
@@ -425,8 +465,7 @@ impl ServerBuilder {
             config: self.settings,
             hub: hub.clone(),
             metrics: metrics.clone(),
-            routes,
-            shutdown: shutdown_rx,
+            routes: self.routes,
             stopping: AtomicBool::new(false),
             streams: Mutex::new(Some(OpenStreams {
                 alive: alive_tx,
@@ -444,15 +483,8 @@ impl ServerBuilder {
         let sh = shared.clone();
         let handler: tiny_http::Handler = Arc::new(move |rq| handle(&sh, rq));
         let http = tiny_http::Server::from_listener_with_handler(listener, None, limits, handler)
-            .map_err(|e| StartError::Http(e.to_string()))?;
+            .map_err(StartError::Http)?;
         let http = Arc::new(http);
-        let mut threads = Vec::new();
-        if shared.config.demo {
-            let sh = shared.clone();
-            threads.push(spawn_named("tinysse-demo".into(), 256 * 1024, move || {
-                crate::demo::producer(&sh)
-            })?);
-        }
         log::info!("listening on http://{local}");
         Ok(ServerHandle {
             addr: local,
@@ -460,22 +492,9 @@ impl ServerBuilder {
             metrics,
             shared,
             http: Mutex::new(Some(http)),
-            shutdown: Mutex::new(Some(shutdown_tx)),
-            threads: Mutex::new(threads),
             streams_done: alive_rx,
         })
     }
-}
-
-fn spawn_named<F>(name: String, stack: usize, f: F) -> Result<JoinHandle<()>, StartError>
-where
-    F: FnOnce() + Send + 'static,
-{
-    thread::Builder::new()
-        .name(name)
-        .stack_size(stack)
-        .spawn(f)
-        .map_err(|e| StartError::Http(format!("cannot start a thread: {e}")))
 }
 
 /// The listening socket, with options Linux copies to every accepted socket:
@@ -619,8 +638,6 @@ pub struct ServerHandle {
     metrics: Arc<Metrics>,
     shared: Arc<Shared>,
     http: Mutex<Option<Arc<tiny_http::Server>>>,
-    shutdown: Mutex<Option<Sender<()>>>,
-    threads: Mutex<Vec<JoinHandle<()>>>,
     streams_done: Receiver<()>,
 }
 
@@ -633,7 +650,15 @@ impl fmt::Debug for ServerHandle {
 }
 
 impl ServerHandle {
-    /// The address actually bound.
+    /// The address actually bound (with the port chosen, for port 0).
+    ///
+    /// ```
+    /// let server = tinysse::Server::builder().addr("127.0.0.1:0").start()?;
+    /// assert!(server.addr().ip().is_loopback());
+    /// assert_ne!(server.addr().port(), 0);
+    /// server.join();
+    /// # Ok::<(), tinysse::StartError>(())
+    /// ```
     pub fn addr(&self) -> SocketAddr {
         self.addr
     }
@@ -653,21 +678,33 @@ impl ServerHandle {
         &self.hub
     }
 
-    /// The server's counters.
+    /// The server's counters (what `/metrics` serves).
+    ///
+    /// ```
+    /// let server = tinysse::Server::builder().addr("127.0.0.1:0").start()?;
+    /// server.hub().publish("t", &tinysse::Event::data("x"))?;
+    /// assert_eq!(server.metrics().events_published(), 1);
+    /// server.join();
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn metrics(&self) -> &Metrics {
         &self.metrics
     }
 
     /// Starts a graceful shutdown and returns at once: new requests are
-    /// refused, and every open stream ends with a complete response.
+    /// refused, and every open stream ends with a complete response. Call it
+    /// from any thread that holds a reference, then [`join`](Self::join).
+    ///
+    /// ```
+    /// let server = tinysse::Server::builder().addr("127.0.0.1:0").start()?;
+    /// let mut stream = tinysse::EventStream::connect(server.addr(), "/events?topic=t", &[])?;
+    /// server.shutdown();
+    /// assert_eq!(stream.next_message()?, None); // the response ended
+    /// assert!(server.join());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn shutdown(&self) {
         self.shared.stopping.store(true, Ordering::Release);
-        drop(
-            self.shutdown
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .take(),
-        );
         self.shared.pool.stop();
         // Dropping every stop sender ends every open stream.
         drop(
@@ -682,22 +719,30 @@ impl ServerHandle {
     /// Waits (after [`shutdown`](Self::shutdown), which it calls if needed)
     /// until the server's threads end, giving open streams up to 2 s; returns
     /// whether every stream ended in time.
+    ///
+    /// ```
+    /// let server = tinysse::Server::builder().addr("127.0.0.1:0").start()?;
+    /// let hub = server.hub().clone();
+    /// let stream = tinysse::EventStream::connect(server.addr(), "/events?topic=t", &[])?;
+    /// assert!(server.join()); // the open stream ended in time
+    /// assert_eq!(hub.metrics().streams_active(), 0);
+    /// # drop(stream);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn join(self) -> bool {
         self.join_timeout(Duration::from_secs(2))
     }
 
     /// Like [`join`](Self::join) with a chosen deadline for open streams.
+    ///
+    /// ```
+    /// let server = tinysse::Server::builder().addr("127.0.0.1:0").start()?;
+    /// assert!(server.join_timeout(std::time::Duration::from_millis(500)));
+    /// # Ok::<(), tinysse::StartError>(())
+    /// ```
     pub fn join_timeout(self, streams: Duration) -> bool {
         self.shutdown();
         let deadline = Instant::now() + streams;
-        for t in self
-            .threads
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .drain(..)
-        {
-            let _ = t.join();
-        }
         // The listener closes, connections waiting for a request end, and
         // every connection thread is joined (answers being written get
         // until the deadline).

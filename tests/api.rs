@@ -203,3 +203,16 @@ fn an_event_published_before_shutdown_is_written_before_the_end() {
         assert_eq!(s.next_message().unwrap(), None);
     }
 }
+
+#[test]
+fn a_builder_debug_line_names_its_settings_but_not_the_token() {
+    let b = Server::builder()
+        .publish_token(Some("hunter2".into()))
+        .queue(17)
+        .stream_route("/ticks", |_: &StreamRequest, _| {});
+    let line = format!("{b:?}");
+    assert!(!line.contains("hunter2"), "{line}");
+    assert!(line.contains("publish_token: Some(\"<set>\")"), "{line}");
+    assert!(line.contains("queue: 17"), "{line}");
+    assert!(line.contains("\"/ticks\""), "{line}");
+}

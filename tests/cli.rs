@@ -83,3 +83,41 @@ fn a_port_in_use_is_an_error_not_a_hang() {
     assert!(err.contains(&addr), "{err}");
     assert!(!out.contains("listening"));
 }
+
+/// The defaults are defined once, in the library (`tinysse::defaults`), and
+/// `--help` prints them; the README's flag table must say the same.
+#[test]
+fn the_readme_states_the_defaults_help_prints() {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md"))
+        .expect("README.md");
+    let (code, help, _) = run(&["--help"], &[]);
+    assert_eq!(code, Some(0));
+    let mut checked = 0;
+    // | `--flag ARG` | `TINYSSE_X` | `default` | meaning |
+    for row in readme.lines().filter(|l| l.starts_with("| `--")) {
+        let cells: Vec<&str> = row.split('|').map(str::trim).collect();
+        let flag = cells[1]
+            .trim_matches('`')
+            .split_whitespace()
+            .next()
+            .unwrap();
+        let Some(default) = cells[3].strip_prefix('`').and_then(|d| d.strip_suffix('`')) else {
+            continue; // "unset", "off", "demo on": nothing to print
+        };
+        // The flag's entry in the help: its line and any continuation lines.
+        let entry: String = help
+            .lines()
+            .skip_while(|l| !l.starts_with(&format!("  {flag} ")))
+            .enumerate()
+            .take_while(|(i, l)| *i == 0 || !l.trim_start().starts_with('-'))
+            .map(|(_, l)| l)
+            .collect();
+        assert!(!entry.is_empty(), "--help lacks {flag}");
+        assert!(
+            entry.contains(&format!("({default})")),
+            "README says {flag} defaults to {default}; --help says: {entry}"
+        );
+        checked += 1;
+    }
+    assert!(checked >= 10, "only {checked} defaults found in README.md");
+}

@@ -9,11 +9,17 @@ const ORIGIN: &str = "https://app.example";
 
 #[test]
 fn cors_headers_and_preflight() {
-    let srv = start(builder().cors_origin(Some(ORIGIN.into())).demo(true));
+    let srv = start(builder().cors_origin(Some(ORIGIN.into())).stream_route(
+        "/custom",
+        |_rq, tx| {
+            let _ = tx.send(tinysse::Event::data("x"));
+        },
+    ));
     let a = srv.addr();
     let s = sse(a, "/events?topic=c", &[("Origin", ORIGIN)]);
     assert_eq!(s.header("Access-Control-Allow-Origin"), Some(ORIGIN));
-    let s = sse(a, "/async", &[]);
+    // A custom stream route's answer too (the binary's /async is one).
+    let s = sse(a, "/custom", &[]);
     assert_eq!(s.header("Access-Control-Allow-Origin"), Some(ORIGIN));
 
     let r = publish_json(a, r#"{"topic":"c","data":1}"#);

@@ -108,7 +108,6 @@ impl Drop for Curl {
 fn quiet_server() -> ServerBuilder {
     Server::builder()
         .addr("127.0.0.1:0")
-        .demo(false)
         .public_dir(None)
         .retry(Some(500))
 }

@@ -13,7 +13,6 @@ use tinysse::Server;
 fn start() -> tinysse::ServerHandle {
     Server::builder()
         .addr("127.0.0.1:0")
-        .demo(false)
         .public_dir(Some(std::env::temp_dir()))
         .header_timeout(Some(Duration::from_secs(2)))
         .start()

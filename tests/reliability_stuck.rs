@@ -13,7 +13,6 @@ use tinysse::{Event, Server};
 fn stuck_client_is_dropped_in_time_and_others_are_not_delayed() {
     let server = Server::builder()
         .addr("127.0.0.1:0")
-        .demo(false)
         .public_dir(None)
         .heartbeat(None)
         .queue(100_000)

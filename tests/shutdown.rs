@@ -10,7 +10,7 @@ use tinysse::Event;
 
 #[test]
 fn handle_shutdown_ends_open_streams() {
-    let srv = start(builder().demo(true).stream_route("/silent", |_rq, tx| {
+    let srv = start(builder().stream_route("/silent", |_rq, tx| {
         // Keeps the stream open until the client or the server goes.
         while tx.send(Event::comment("")).is_ok() {
             std::thread::sleep(Duration::from_millis(100));

@@ -13,11 +13,10 @@ pub mod nginx;
 
 pub const TIMEOUT: Duration = Duration::from_secs(10);
 
-/// A builder for tests: any free port, no demo, no static files, no heartbeat.
+/// A builder for tests: any free port, no static files, no heartbeat.
 pub fn builder() -> ServerBuilder {
     tinysse::Server::builder()
         .addr("127.0.0.1:0")
-        .demo(false)
         .public_dir(None)
         .heartbeat(None)
 }

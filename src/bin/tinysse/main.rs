@@ -1,10 +1,15 @@
-//! The `tinysse` binary: flags in, server up, wait for SIGINT/SIGTERM.
+//! The `tinysse` binary: flags in, server up, wait for SIGINT/SIGTERM. It
+//! uses the library's public API only, as any embedding program would.
 
 use std::io::Write;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use tinysse::{Command, Config};
+mod config;
+mod demo;
+mod host;
+
+use config::{Command, Config};
 
 /// Logs to stderr; `TINYSSE_LOG=debug|info|warn|error|off` picks the level.
 struct StderrLog;
@@ -56,7 +61,7 @@ fn main() -> ExitCode {
     let config = match Config::parse(std::env::args_os().skip(1), |k| std::env::var(k).ok()) {
         Ok(Command::Run(c)) => c,
         Ok(Command::Help) => {
-            print!("{}", tinysse::USAGE);
+            print!("{}", config::usage());
             return ExitCode::SUCCESS;
         }
         Ok(Command::Version) => {
@@ -86,6 +91,18 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    let producer = if config.demo {
+        match demo::Producer::start(server.hub().clone()) {
+            Ok(p) => Some(p),
+            Err(e) => {
+                eprintln!("tinysse: cannot start the demo producer: {e}");
+                server.join();
+                return ExitCode::from(1);
+            }
+        }
+    } else {
+        None
+    };
     let mut out = std::io::stdout().lock();
     let _ = writeln!(out, "listening on http://{}", server.addr());
     let _ = out.flush();
@@ -93,6 +110,10 @@ fn main() -> ExitCode {
 
     let _ = signal_rx.recv();
     log::info!("shutting down");
+    // Before the server: the producer publishes into its hub until it stops.
+    if let Some(p) = producer {
+        p.stop();
+    }
     // Streams get most of the 2 s budget; whatever is still stuck in a write
     // to a dead client is cut off by the process exit.
     if !server.join_timeout(Duration::from_millis(1500)) {

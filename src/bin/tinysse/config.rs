@@ -6,7 +6,7 @@ use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::server::ServerBuilder;
+use tinysse::{Server, ServerBuilder, defaults};
 
 /// The binary's settings.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -44,16 +44,16 @@ pub struct Config {
 impl Default for Config {
     fn default() -> Self {
         Config {
-            addr: "127.0.0.1:8080".into(),
-            public: PathBuf::from("public"),
-            heartbeat_secs: 15,
-            retry_ms: 2000,
-            max_streams: 1024,
-            queue: 256,
-            history: 1024,
-            max_topics: 10_000,
-            history_bytes: 64 << 20,
-            max_body: 65536,
+            addr: defaults::ADDR.into(),
+            public: PathBuf::from(PUBLIC),
+            heartbeat_secs: defaults::HEARTBEAT.as_secs(),
+            retry_ms: defaults::RETRY_MS,
+            max_streams: defaults::MAX_STREAMS,
+            queue: defaults::QUEUE,
+            history: defaults::HISTORY,
+            max_topics: defaults::MAX_TOPICS,
+            history_bytes: defaults::HISTORY_BYTES,
+            max_body: defaults::MAX_BODY,
             publish_token: None,
             cors_origin: None,
             demo: true,
@@ -85,31 +85,59 @@ impl fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
-/// The usage text for `--help`.
-pub const USAGE: &str = "\
+/// The binary's own default for `--public` (the library serves no files
+/// unless told to); every other default is the library's, from
+/// [`tinysse::defaults`].
+const PUBLIC: &str = "public";
+
+/// The usage text for `--help`, with the defaults in force.
+pub fn usage() -> String {
+    format!(
+        "\
 tinysse: a synchronous Server-Sent Events server
 
 Usage: tinysse [OPTIONS]
 
 Options (each also read from the environment variable shown):
-  --addr HOST:PORT      listen address, port 0 = any free port [TINYSSE_ADDR] (127.0.0.1:8080)
-  --public DIR          static files; / serves DIR/index.html [TINYSSE_PUBLIC] (public)
-  --heartbeat SECS      comment frame on idle streams, 0 = off [TINYSSE_HEARTBEAT] (15)
-  --retry MS            retry: sent at the start of each stream [TINYSSE_RETRY] (2000)
-  --max-streams N       open SSE streams allowed at once [TINYSSE_MAX_STREAMS] (1024)
-  --queue N             frames buffered per subscriber before eviction [TINYSSE_QUEUE] (256)
-  --history N           events kept per topic for Last-Event-ID replay [TINYSSE_HISTORY] (1024)
-  --max-topics N        topics held at once [TINYSSE_MAX_TOPICS] (10000)
+  --addr HOST:PORT      listen address, port 0 = any free port [TINYSSE_ADDR] ({addr})
+  --public DIR          static files; / serves DIR/index.html [TINYSSE_PUBLIC] ({PUBLIC})
+  --heartbeat SECS      comment frame on idle streams, 0 = off [TINYSSE_HEARTBEAT] ({heartbeat})
+  --retry MS            retry: sent at the start of each stream [TINYSSE_RETRY] ({retry})
+  --max-streams N       open SSE streams allowed at once [TINYSSE_MAX_STREAMS] ({max_streams})
+  --queue N             frames buffered per subscriber before eviction [TINYSSE_QUEUE] ({queue})
+  --history N           events kept per topic for Last-Event-ID replay [TINYSSE_HISTORY] ({history})
+  --max-topics N        topics held at once [TINYSSE_MAX_TOPICS] ({max_topics})
   --history-bytes BYTES retained events of all topics together, K/M/G suffixes;
-                        over it, the oldest go first [TINYSSE_HISTORY_BYTES] (64M)
-  --max-body BYTES      largest publish body [TINYSSE_MAX_BODY] (65536)
+                        over it, the oldest go first [TINYSSE_HISTORY_BYTES] ({history_bytes})
+  --max-body BYTES      largest publish body [TINYSSE_MAX_BODY] ({max_body})
   --publish-token T     require Authorization: Bearer T to publish [TINYSSE_PUBLISH_TOKEN]
   --cors-origin O       Access-Control-Allow-Origin value [TINYSSE_CORS_ORIGIN]
   --no-demo             turn off /async and the demo producer [TINYSSE_DEMO=0]
   --firehose            turn on /firehose [TINYSSE_FIREHOSE=1]
   -h, --help            print this help
   -V, --version         print the version
-";
+",
+        addr = defaults::ADDR,
+        heartbeat = defaults::HEARTBEAT.as_secs(),
+        retry = defaults::RETRY_MS,
+        max_streams = defaults::MAX_STREAMS,
+        queue = defaults::QUEUE,
+        history = defaults::HISTORY,
+        max_topics = defaults::MAX_TOPICS,
+        history_bytes = size_text(defaults::HISTORY_BYTES),
+        max_body = defaults::MAX_BODY,
+    )
+}
+
+/// A size as `--history-bytes` takes it: `64M` rather than `67108864`.
+fn size_text(n: usize) -> String {
+    for (shift, suffix) in [(30, "G"), (20, "M"), (10, "K")] {
+        if n >= 1 << shift && n.is_multiple_of(1 << shift) {
+            return format!("{}{suffix}", n >> shift);
+        }
+    }
+    n.to_string()
+}
 
 fn number<T>(name: &str, value: &str, min: T) -> Result<T, ConfigError>
 where
@@ -216,16 +244,6 @@ fn boolean(source: &str, value: &str) -> Result<bool, ConfigError> {
 impl Config {
     /// Parses `args` (without the program name) over the environment read by
     /// `env`; a flag wins over its variable.
-    ///
-    /// ```
-    /// use tinysse::{Command, Config};
-    ///
-    /// let cmd = Config::parse(["--queue", "8"].map(Into::into), |_| None)?;
-    /// let Command::Run(c) = cmd else { panic!() };
-    /// assert_eq!(c.queue, 8);
-    /// assert!(Config::parse(["--queue", "0"].map(Into::into), |_| None).is_err());
-    /// # Ok::<(), tinysse::ConfigError>(())
-    /// ```
     pub fn parse<I, E>(args: I, env: E) -> Result<Command, ConfigError>
     where
         I: IntoIterator<Item = OsString>,
@@ -270,9 +288,10 @@ impl Config {
         Ok(Command::Run(c))
     }
 
-    /// A server builder with these settings.
+    /// A server builder with these settings (the demo's `/async` route
+    /// included; its producer is started by `main` once the server is up).
     pub fn builder(&self) -> ServerBuilder {
-        crate::Server::builder()
+        let mut b = Server::builder()
             .addr(self.addr.clone())
             .public_dir(Some(self.public.clone()))
             .heartbeat((self.heartbeat_secs > 0).then(|| Duration::from_secs(self.heartbeat_secs)))
@@ -285,8 +304,11 @@ impl Config {
             .max_body(self.max_body)
             .publish_token(self.publish_token.clone())
             .cors_origin(self.cors_origin.clone())
-            .demo(self.demo)
-            .firehose(self.firehose)
+            .firehose(self.firehose);
+        if self.demo {
+            b = b.stream_route("/async", crate::demo::async_route);
+        }
+        b
     }
 }
 
@@ -376,6 +398,15 @@ mod tests {
         }
         let e = parse(&[], &[("TINYSSE_HISTORY_BYTES", "lots")]).unwrap_err();
         assert!(e.0.contains("TINYSSE_HISTORY_BYTES"), "{e}");
+    }
+
+    #[test]
+    fn sizes_print_as_they_are_read() {
+        for n in [1, 1000, 1024, 1536, 64 << 20, 3 << 30] {
+            assert_eq!(size("x", &size_text(n)).unwrap(), n, "{}", size_text(n));
+        }
+        assert_eq!(size_text(64 << 20), "64M");
+        assert!(usage().contains("[TINYSSE_HISTORY_BYTES] (64M)"));
     }
 
     #[test]
