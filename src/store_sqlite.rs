@@ -22,7 +22,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crossbeam_channel::{Receiver, Sender};
 use rusqlite::config::DbConfig;
-use rusqlite::{Connection, ErrorCode, OpenFlags, TransactionBehavior, params};
+use rusqlite::{Connection, ErrorCode, OpenFlags, Statement, params};
 
 /// `PRAGMA application_id` of a tinysse store: "TSSE".
 const APPLICATION_ID: i32 = 0x5453_5345;
@@ -52,6 +52,7 @@ const TRIM_TOPIC: &str = "DELETE FROM events WHERE id IN
 /// Events past the age limit, found through the `at_ms` index: with nothing
 /// to delete it costs one index probe.
 const PRUNE_AGE: &str = "DELETE FROM events WHERE at_ms < ?1 RETURNING topic";
+const RAISE_HIGHEST: &str = "UPDATE meta SET value = ?1 WHERE key = 'highest_id' AND value < ?1";
 const LOAD: &str = "SELECT id, topic, at_ms, payload FROM events WHERE at_ms >= ?1 ORDER BY id";
 
 /// A transaction's size is bounded so the WAL stays bounded too; the rest of
@@ -162,12 +163,12 @@ impl SqliteStore {
             commits: AtomicU64::new(0),
             unhealthy: Mutex::new(None),
         });
-        let writer = Writer::start(conn, &opts, now_ms, Arc::clone(&shared))
+        let writer = Writer::start(&conn, &opts, now_ms, Arc::clone(&shared))
             .map_err(|e| OpenError::sqlite(path, OpenErrorKind::Io, "cannot start", e))?;
         let (queue, inbox) = crossbeam_channel::unbounded();
         let thread = std::thread::Builder::new()
             .name("tinysse-store".into())
-            .spawn(move || writer.run(inbox))
+            .spawn(move || writer.run(conn, inbox))
             .map_err(|e| {
                 OpenError::io(path, OpenErrorKind::Io, "cannot start its writer thread", e)
             })?;
@@ -387,14 +388,7 @@ fn open_connection(path: &Path) -> Result<Connection, OpenError> {
     }
     let fresh = len.unwrap_or(0) == 0;
     let sidecars = Sidecars::note(path, len.is_none());
-    match configure(path, fresh) {
-        Ok(conn) => Ok(conn),
-        Err((conn, e)) => {
-            drop(conn);
-            sidecars.remove_new(path);
-            Err(e)
-        }
-    }
+    connect(path, fresh, &sidecars)
 }
 
 /// The checks that need no SQLite: writable, and a header that says
@@ -461,9 +455,9 @@ fn check_marker(path: &Path, app_id: i32, version: i32) -> Result<(), OpenError>
     Ok(())
 }
 
-type Refusal = (Option<Connection>, OpenError);
-
-fn configure(path: &Path, fresh: bool) -> Result<Connection, Refusal> {
+/// Opens the connection; on a refusal, closes it before removing what it
+/// created beside the file.
+fn connect(path: &Path, fresh: bool, sidecars: &Sidecars) -> Result<Connection, OpenError> {
     let flags = if fresh {
         OpenFlags::SQLITE_OPEN_READ_WRITE
             | OpenFlags::SQLITE_OPEN_CREATE
@@ -471,59 +465,64 @@ fn configure(path: &Path, fresh: bool) -> Result<Connection, Refusal> {
     } else {
         OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX
     };
-    let conn = Connection::open_with_flags(path, flags)
-        .map_err(|e| (None, OpenError::from_sqlite(path, "cannot open", e)))?;
-    let fail = |conn, what: &str, e| Err((Some(conn), OpenError::from_sqlite(path, what, e)));
+    let conn = match Connection::open_with_flags(path, flags) {
+        Ok(conn) => conn,
+        Err(e) => {
+            sidecars.remove_new(path);
+            return Err(OpenError::from_sqlite(path, "cannot open", e));
+        }
+    };
+    match configure(path, fresh, &conn) {
+        Ok(()) => Ok(conn),
+        Err(e) => {
+            drop(conn);
+            sidecars.remove_new(path);
+            Err(e)
+        }
+    }
+}
+
+fn configure(path: &Path, fresh: bool, conn: &Connection) -> Result<(), OpenError> {
+    let sql = |what: &'static str| move |e| OpenError::from_sqlite(path, what, e);
     // Until the file has passed the checks, closing must not checkpoint a
     // WAL into it.
-    if let Err(e) = conn.set_db_config(DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, true) {
-        return fail(conn, "cannot configure", e);
-    }
+    conn.set_db_config(DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, true)
+        .map_err(sql("cannot configure"))?;
     // Exclusive before the first read: the WAL index then lives in the
     // process's memory (no -shm file) and the lock shuts out other processes.
-    if let Err(e) = conn.pragma_update(None, "locking_mode", "EXCLUSIVE") {
-        return fail(conn, "cannot lock", e);
-    }
+    conn.pragma_update(None, "locking_mode", "EXCLUSIVE")
+        .map_err(sql("cannot lock"))?;
     if conn.is_readonly("main").unwrap_or(true) {
-        let e = OpenError::new(
+        return Err(OpenError::new(
             path,
             OpenErrorKind::NotWritable,
             "opened read-only".into(),
             None,
-        );
-        return Err((Some(conn), e));
+        ));
     }
     if fresh {
-        if let Err(e) = create_schema(&conn) {
-            return fail(conn, "cannot create the store", e);
-        }
-    } else if let Err(e) = verify(path, &conn) {
-        return Err((Some(conn), e));
+        create_schema(conn).map_err(sql("cannot create the store"))?;
+    } else {
+        verify(path, conn)?;
     }
-    let mode: Result<String, _> =
-        conn.pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0));
-    match mode {
-        Ok(m) if m.eq_ignore_ascii_case("wal") => {}
-        Ok(m) => {
-            let e = OpenError::new(
-                path,
-                OpenErrorKind::Io,
-                format!("cannot use WAL mode (journal_mode stays {m})"),
-                None,
-            );
-            return Err((Some(conn), e));
-        }
-        Err(e) => return fail(conn, "cannot use WAL mode", e),
+    let mode: String = conn
+        .pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))
+        .map_err(sql("cannot use WAL mode"))?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        return Err(OpenError::new(
+            path,
+            OpenErrorKind::Io,
+            format!("cannot use WAL mode (journal_mode stays {mode})"),
+            None,
+        ));
     }
     // Takes the write lock now, so a store in use elsewhere is refused here
     // rather than at the first publish.
-    if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE; COMMIT;") {
-        return fail(conn, "cannot lock for writing", e);
-    }
-    if let Err(e) = conn.set_db_config(DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, false) {
-        return fail(conn, "cannot configure", e);
-    }
-    Ok(conn)
+    conn.execute_batch("BEGIN IMMEDIATE; COMMIT;")
+        .map_err(sql("cannot lock for writing"))?;
+    conn.set_db_config(DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, false)
+        .map_err(sql("cannot configure"))?;
+    Ok(())
 }
 
 fn create_schema(conn: &Connection) -> rusqlite::Result<()> {
@@ -591,11 +590,50 @@ fn verify(path: &Path, conn: &Connection) -> Result<(), OpenError> {
         .map_err(|e| sql("cannot configure", e))
 }
 
-/// The writer thread's state. `counts` mirrors how many events each topic
-/// holds, so per-topic retention deletes exactly the excess without
-/// counting rows.
+/// Statements prepared once for the life of the connection: preparing
+/// costs about as much as running them.
+struct Statements<'c> {
+    insert: Statement<'c>,
+    trim: Statement<'c>,
+    prune: Statement<'c>,
+    highest: Statement<'c>,
+    load: Statement<'c>,
+}
+
+impl<'c> Statements<'c> {
+    fn prepare(conn: &'c Connection) -> rusqlite::Result<Statements<'c>> {
+        Ok(Statements {
+            insert: conn.prepare(INSERT)?,
+            trim: conn.prepare(TRIM_TOPIC)?,
+            prune: conn.prepare(PRUNE_AGE)?,
+            highest: conn.prepare(RAISE_HIGHEST)?,
+            load: conn.prepare(LOAD)?,
+        })
+    }
+}
+
+/// Runs `f` in one transaction; on any error nothing of it is kept.
+fn in_transaction<T>(
+    conn: &Connection,
+    f: impl FnOnce() -> rusqlite::Result<T>,
+) -> rusqlite::Result<T> {
+    if !conn.is_autocommit() {
+        // A rollback that failed last time (I/O error) left one open.
+        conn.execute_batch("ROLLBACK")?;
+    }
+    conn.execute_batch("BEGIN IMMEDIATE")?;
+    let result = f().and_then(|v| conn.execute_batch("COMMIT").map(|()| v));
+    // After SQLITE_FULL or an I/O error SQLite may have rolled back already.
+    if result.is_err() && !conn.is_autocommit() {
+        let _ = conn.execute_batch("ROLLBACK");
+    }
+    result
+}
+
+/// The writer thread's state besides its connection. `counts` mirrors how
+/// many events each topic holds, so per-topic retention deletes exactly
+/// the excess without counting rows.
 struct Writer {
-    conn: Connection,
     history: u64,
     age_ms: Option<u64>,
     now_ms: Clock,
@@ -605,10 +643,15 @@ struct Writer {
 }
 
 type Batch = Vec<(Record, Reply<()>)>;
+/// Events added (or removed, negative) per topic by one transaction,
+/// applied to `counts` once it is committed.
+type Delta = HashMap<String, i64>;
 
 impl Writer {
+    /// Configures the connection, reads the counts and the highest id, and
+    /// applies retention (`--history` may be lower than in the last run).
     fn start(
-        conn: Connection,
+        conn: &Connection,
         opts: &StoreOptions,
         now_ms: Clock,
         shared: Arc<Shared>,
@@ -637,7 +680,6 @@ impl Writer {
             }
         }
         let mut w = Writer {
-            conn,
             history: u64::try_from(opts.history).unwrap_or(u64::MAX),
             age_ms: opts
                 .history_age
@@ -647,41 +689,56 @@ impl Writer {
             shared,
             commits_since_vacuum_check: 0,
         };
-        // `--history` may be lower than in the last run.
-        let over: Vec<String> = w
+        let over: Vec<(String, u64)> = w
             .counts
             .iter()
             .filter(|(_, n)| **n > w.history)
-            .map(|(t, _)| t.clone())
+            .map(|(t, n)| (t.clone(), *n))
             .collect();
         if !over.is_empty() || w.age_ms.is_some() {
-            let tx = w
-                .conn
-                .transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let mut delta = HashMap::new();
-            for topic in &over {
-                trim_topic(&tx, topic, w.counts[topic], w.history, &mut delta)?;
-            }
-            prune_age(&tx, w.age_ms, &w.now_ms, &mut delta)?;
-            tx.commit()?;
+            let mut st = Statements::prepare(conn)?;
+            let delta = in_transaction(conn, || {
+                let mut delta = Delta::new();
+                for (topic, n) in &over {
+                    trim_topic(&mut st.trim, topic, *n, w.history, &mut delta)?;
+                }
+                prune_age(&mut st.prune, w.age_ms, &w.now_ms, &mut delta)?;
+                Ok(delta)
+            })?;
             apply(&mut w.counts, delta);
         }
-        w.vacuum_if_sparse();
+        w.vacuum_if_sparse(conn);
         Ok(w)
     }
 
-    fn run(mut self, inbox: Receiver<Msg>) {
+    /// The writer thread: serves the queue until `Stop` or until every
+    /// sender is gone, then checkpoints and closes.
+    fn run(mut self, conn: Connection, inbox: Receiver<Msg>) {
+        match Statements::prepare(&conn) {
+            Ok(mut st) => self.serve(&conn, &mut st, &inbox),
+            Err(e) => self.failed(&StoreError::from_sqlite(e)),
+        }
+        // A clean stop leaves no WAL behind: checkpoint, then close (which
+        // deletes it).
+        let _ = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()));
+        if let Err((_, e)) = conn.close() {
+            log::warn!("store: closing: {e}");
+        }
+    }
+
+    fn serve(&mut self, conn: &Connection, st: &mut Statements<'_>, inbox: &Receiver<Msg>) {
         let mut next = None;
         loop {
             let msg = match next.take() {
                 Some(m) => m,
                 None => match inbox.recv() {
                     Ok(m) => m,
-                    Err(_) => break,
+                    Err(_) => return,
                 },
             };
             match msg {
                 Msg::Append(rec, reply) => {
+                    // Everything already waiting joins this transaction.
                     let mut bytes = rec.payload.len();
                     let mut batch = vec![(rec, reply)];
                     while batch.len() < MAX_BATCH && bytes < MAX_BATCH_BYTES {
@@ -697,34 +754,26 @@ impl Writer {
                             Err(_) => break,
                         }
                     }
-                    self.commit(batch);
+                    self.commit(conn, st, batch);
                 }
                 Msg::Load(reply) => {
-                    let _ = reply.send(self.load());
+                    let _ = reply.send(self.load(conn, st));
                 }
                 Msg::PruneByAge(reply) => {
-                    let _ = reply.send(self.prune_by_age());
+                    let _ = reply.send(self.prune_by_age(conn, st));
                 }
-                Msg::Stop => break,
+                Msg::Stop => return,
             }
-        }
-        // A clean stop leaves no WAL behind: checkpoint, then close (which
-        // deletes it).
-        let _ = self
-            .conn
-            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()));
-        if let Err((_, e)) = self.conn.close() {
-            log::warn!("store: closing: {e}");
         }
     }
 
-    fn commit(&mut self, batch: Batch) {
+    fn commit(&mut self, conn: &Connection, st: &mut Statements<'_>, batch: Batch) {
         let mut outcomes: Vec<Result<(), StoreError>> = Vec::with_capacity(batch.len());
-        match self.write(&batch, &mut outcomes) {
+        match in_transaction(conn, || self.write(st, &batch, &mut outcomes)) {
             Ok((delta, highest)) => {
                 apply(&mut self.counts, delta);
                 self.shared.highest_id.fetch_max(highest, Ordering::AcqRel);
-                self.committed();
+                self.committed(conn);
                 for ((_, reply), outcome) in batch.into_iter().zip(outcomes) {
                     let _ = reply.send(outcome);
                 }
@@ -739,45 +788,42 @@ impl Writer {
         }
     }
 
-    /// One transaction for the whole batch: inserts in queue order, then
-    /// retention for the topics it touched and by age. Dropping `tx` on an
-    /// error rolls everything back.
+    /// The batch's statements, inside its transaction: inserts in queue
+    /// order, then retention for the topics it touched, and by age.
     fn write(
-        &mut self,
+        &self,
+        st: &mut Statements<'_>,
         batch: &Batch,
         outcomes: &mut Vec<Result<(), StoreError>>,
-    ) -> rusqlite::Result<(HashMap<String, i64>, u64)> {
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let mut delta: HashMap<String, i64> = HashMap::new();
+    ) -> rusqlite::Result<(Delta, u64)> {
+        let mut delta = Delta::new();
         let mut highest = 0u64;
-        {
-            let mut insert = tx.prepare(INSERT)?;
-            for (rec, _) in batch {
-                let (Ok(id), Ok(at_ms)) = (i64::try_from(rec.id), i64::try_from(rec.at_ms)) else {
-                    outcomes.push(Err(StoreError::rejected(format!(
-                        "id {} or time {} out of range",
-                        rec.id, rec.at_ms
-                    ))));
-                    continue;
-                };
-                match insert.execute(params![id, rec.topic, at_ms, rec.payload]) {
-                    Ok(_) => {
-                        *delta.entry(rec.topic.clone()).or_default() += 1;
-                        highest = highest.max(rec.id);
-                        outcomes.push(Ok(()));
-                    }
-                    // A constraint failure undoes only its own statement:
-                    // the rest of the batch goes on.
-                    Err(e) if e.sqlite_error_code() == Some(ErrorCode::ConstraintViolation) => {
-                        outcomes.push(Err(StoreError::rejected(format!(
-                            "id {} is already stored",
-                            rec.id
-                        ))));
-                    }
-                    Err(e) => return Err(e),
+        for (rec, _) in batch {
+            let (Ok(id), Ok(at_ms)) = (i64::try_from(rec.id), i64::try_from(rec.at_ms)) else {
+                outcomes.push(Err(StoreError::rejected(format!(
+                    "id {} or time {} out of range",
+                    rec.id, rec.at_ms
+                ))));
+                continue;
+            };
+            match st
+                .insert
+                .execute(params![id, rec.topic, at_ms, rec.payload])
+            {
+                Ok(_) => {
+                    *delta.entry(rec.topic.clone()).or_default() += 1;
+                    highest = highest.max(rec.id);
+                    outcomes.push(Ok(()));
                 }
+                // A constraint failure undoes only its own statement: the
+                // rest of the batch goes on.
+                Err(e) if e.sqlite_error_code() == Some(ErrorCode::ConstraintViolation) => {
+                    outcomes.push(Err(StoreError::rejected(format!(
+                        "id {} is already stored",
+                        rec.id
+                    ))));
+                }
+                Err(e) => return Err(e),
             }
         }
         let touched: Vec<(String, u64)> = delta
@@ -785,28 +831,31 @@ impl Writer {
             .map(|(t, d)| (t.clone(), add(self.counts.get(t).copied().unwrap_or(0), *d)))
             .collect();
         for (topic, count) in touched {
-            trim_topic(&tx, &topic, count, self.history, &mut delta)?;
+            trim_topic(&mut st.trim, &topic, count, self.history, &mut delta)?;
         }
-        prune_age(&tx, self.age_ms, &self.now_ms, &mut delta)?;
+        prune_age(&mut st.prune, self.age_ms, &self.now_ms, &mut delta)?;
         if highest > 0 {
-            tx.execute(
-                "UPDATE meta SET value = ?1 WHERE key = 'highest_id' AND value < ?1",
-                [i64::try_from(highest).unwrap_or(i64::MAX)],
-            )?;
+            st.highest
+                .execute([i64::try_from(highest).unwrap_or(i64::MAX)])?;
         }
-        tx.commit()?;
         Ok((delta, highest))
     }
 
-    fn load(&mut self) -> Result<Vec<Record>, StoreError> {
+    fn load(
+        &mut self,
+        conn: &Connection,
+        st: &mut Statements<'_>,
+    ) -> Result<Vec<Record>, StoreError> {
         // Age retention is applied by the query too, so a prune that failed
         // (disk full) still hides what it should have deleted.
         if self.age_ms.is_some() {
-            let _ = self.prune_by_age();
+            let _ = self.prune_by_age(conn, st);
         }
-        let cutoff = self.cutoff().unwrap_or(0);
-        let mut stmt = self.conn.prepare(LOAD).map_err(StoreError::from_sqlite)?;
-        let rows = stmt
+        let cutoff = self
+            .age_ms
+            .map_or(0, |age| (self.now_ms)().saturating_sub(age));
+        let rows = st
+            .load
             .query_map([i64::try_from(cutoff).unwrap_or(i64::MAX)], |r| {
                 Ok(Record {
                     id: u64::try_from(r.get::<_, i64>(0)?).unwrap_or(0),
@@ -820,26 +869,26 @@ impl Writer {
             .map_err(StoreError::from_sqlite)
     }
 
-    fn prune_by_age(&mut self) -> Result<usize, StoreError> {
+    fn prune_by_age(
+        &mut self,
+        conn: &Connection,
+        st: &mut Statements<'_>,
+    ) -> Result<usize, StoreError> {
         if self.age_ms.is_none() {
             return Ok(0);
         }
-        let run = |w: &mut Writer| -> rusqlite::Result<HashMap<String, i64>> {
-            let tx = w
-                .conn
-                .transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let mut delta = HashMap::new();
-            prune_age(&tx, w.age_ms, &w.now_ms, &mut delta)?;
-            tx.commit()?;
+        let pruned = in_transaction(conn, || {
+            let mut delta = Delta::new();
+            prune_age(&mut st.prune, self.age_ms, &self.now_ms, &mut delta)?;
             Ok(delta)
-        };
-        match run(self) {
+        });
+        match pruned {
             Ok(delta) => {
                 let dropped = delta.values().map(|d| d.unsigned_abs()).sum::<u64>();
                 apply(&mut self.counts, delta);
-                self.committed();
+                self.committed(conn);
                 if dropped > 0 {
-                    self.vacuum_if_sparse();
+                    self.vacuum_if_sparse(conn);
                 }
                 Ok(usize::try_from(dropped).unwrap_or(usize::MAX))
             }
@@ -851,20 +900,14 @@ impl Writer {
         }
     }
 
-    fn cutoff(&self) -> Option<u64> {
-        self.age_ms.map(|age| (self.now_ms)().saturating_sub(age))
-    }
-
-    fn committed(&mut self) {
+    fn committed(&mut self, conn: &Connection) {
         self.shared.commits.fetch_add(1, Ordering::Relaxed);
-        let mut unhealthy = lock(&self.shared.unhealthy);
-        if unhealthy.take().is_some() {
+        if lock(&self.shared.unhealthy).take().is_some() {
             log::info!("store: commits succeed again");
         }
-        drop(unhealthy);
         self.commits_since_vacuum_check += 1;
         if self.commits_since_vacuum_check >= VACUUM_CHECK_EVERY {
-            self.vacuum_if_sparse();
+            self.vacuum_if_sparse(conn);
         }
     }
 
@@ -878,10 +921,10 @@ impl Writer {
 
     /// Steady retention reuses freed pages; this gives the file system back
     /// the pages a large deletion (an age prune, a lower `--history`) freed.
-    fn vacuum_if_sparse(&mut self) {
+    fn vacuum_if_sparse(&mut self, conn: &Connection) {
         self.commits_since_vacuum_check = 0;
         let pages = |name: &str| -> rusqlite::Result<i64> {
-            self.conn.pragma_query_value(None, name, |r| r.get(0))
+            conn.pragma_query_value(None, name, |r| r.get(0))
         };
         let (Ok(free), Ok(total)) = (pages("freelist_count"), pages("page_count")) else {
             return;
@@ -889,7 +932,7 @@ impl Writer {
         if free >= VACUUM_MIN_FREE_PAGES && free * 4 >= total {
             // It frees one page per step: run it to the end.
             let vacuum = || -> rusqlite::Result<()> {
-                let mut stmt = self.conn.prepare("PRAGMA incremental_vacuum")?;
+                let mut stmt = conn.prepare("PRAGMA incremental_vacuum")?;
                 let mut rows = stmt.query([])?;
                 while rows.next()?.is_some() {}
                 Ok(())
@@ -905,7 +948,7 @@ fn add(count: u64, delta: i64) -> u64 {
     count.saturating_add_signed(delta)
 }
 
-fn apply(counts: &mut HashMap<String, u64>, delta: HashMap<String, i64>) {
+fn apply(counts: &mut HashMap<String, u64>, delta: Delta) {
     for (topic, d) in delta {
         let n = add(counts.get(&topic).copied().unwrap_or(0), d);
         if n == 0 {
@@ -918,32 +961,31 @@ fn apply(counts: &mut HashMap<String, u64>, delta: HashMap<String, i64>) {
 
 /// Deletes a topic's oldest events beyond `history`.
 fn trim_topic(
-    conn: &Connection,
+    trim: &mut Statement<'_>,
     topic: &str,
     count: u64,
     history: u64,
-    delta: &mut HashMap<String, i64>,
+    delta: &mut Delta,
 ) -> rusqlite::Result<()> {
     if count <= history {
         return Ok(());
     }
     let excess = i64::try_from(count - history).unwrap_or(i64::MAX);
-    let deleted = conn.execute(TRIM_TOPIC, params![topic, excess])?;
+    let deleted = trim.execute(params![topic, excess])?;
     *delta.entry(topic.to_string()).or_default() -= i64::try_from(deleted).unwrap_or(i64::MAX);
     Ok(())
 }
 
 /// Deletes the events older than the age limit.
 fn prune_age(
-    conn: &Connection,
+    prune: &mut Statement<'_>,
     age_ms: Option<u64>,
     now_ms: &Clock,
-    delta: &mut HashMap<String, i64>,
+    delta: &mut Delta,
 ) -> rusqlite::Result<()> {
     let Some(age) = age_ms else { return Ok(()) };
     let cutoff = i64::try_from(now_ms().saturating_sub(age)).unwrap_or(i64::MAX);
-    let mut stmt = conn.prepare(PRUNE_AGE)?;
-    let mut rows = stmt.query([cutoff])?;
+    let mut rows = prune.query([cutoff])?;
     while let Some(row) = rows.next()? {
         *delta.entry(row.get::<_, String>(0)?).or_default() -= 1;
     }
@@ -1836,7 +1878,8 @@ mod tests {
         // A writable file in an immutable directory: no room for its WAL.
         {
             let _lock = Immutable::set(&dir.0);
-            refused(&path, OpenErrorKind::NotWritable);
+            let e = refused(&path, OpenErrorKind::NotWritable);
+            assert!(e.to_string().contains("directory must be writable"), "{e}");
             let new = dir.file("new.db");
             let e = SqliteStore::open(&new, opts(100)).expect_err("refused");
             assert_eq!(e.kind(), OpenErrorKind::NotWritable, "{e}");
