@@ -1791,6 +1791,177 @@ mod tests {
         assert_eq!(store.load().unwrap().len(), 2);
     }
 
+    /// Not a test by itself: the other process of the tests below, which
+    /// run this binary again with the store's path in
+    /// `TINYSSE_TEST_STORE` and what to do in `TINYSSE_TEST_STORE_DO`.
+    #[test]
+    #[ignore]
+    fn other_process() {
+        let Some(path) = std::env::var_os("TINYSSE_TEST_STORE") else {
+            return;
+        };
+        let path = Path::new(&path);
+        match std::env::var("TINYSSE_TEST_STORE_DO").as_deref() {
+            Ok("hold") => {
+                let store = open(path, opts(100));
+                store.append(rec(1, "t", 1, b"held")).unwrap();
+                println!("HOLDING");
+                // Until the other test closes our stdin.
+                let _ = std::io::stdin().read_line(&mut String::new());
+            }
+            Ok(mode @ ("append-normal" | "append-full")) => {
+                let sync = if mode == "append-full" {
+                    SyncMode::Full
+                } else {
+                    SyncMode::Normal
+                };
+                let store = open(
+                    path,
+                    StoreOptions {
+                        sync,
+                        ..opts(1_000_000)
+                    },
+                );
+                let next = AtomicU64::new(1);
+                let out = Mutex::new(std::io::stdout());
+                // Bounded, in case nobody kills it.
+                std::thread::scope(|s| {
+                    for t in 0..4 {
+                        let (store, next, out) = (&store, &next, &out);
+                        s.spawn(move || {
+                            use std::io::Write;
+                            for _ in 0..20_000 {
+                                let id = next.fetch_add(1, Ordering::SeqCst);
+                                let r = rec(id, &format!("t{t}"), id, &noise(id, 100));
+                                store.append(r).unwrap();
+                                let mut out = lock(out);
+                                let _ = writeln!(out, "ACK {id}");
+                                let _ = out.flush();
+                            }
+                        });
+                    }
+                });
+            }
+            other => panic!("TINYSSE_TEST_STORE_DO: {other:?}"),
+        }
+    }
+
+    /// This test binary again, running `other_process`, its stdout's lines
+    /// sent to the returned channel.
+    fn spawn_other(path: &Path, what: &str) -> (Reap, Receiver<String>) {
+        use std::io::BufRead;
+        use std::process::Stdio;
+        let mut child = Reap(
+            Command::new(std::env::current_exe().unwrap())
+                .args([
+                    "--exact",
+                    "store_sqlite::tests::other_process",
+                    "--ignored",
+                    "--nocapture",
+                ])
+                .env("TINYSSE_TEST_STORE", path)
+                .env("TINYSSE_TEST_STORE_DO", what)
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap(),
+        );
+        let out = std::io::BufReader::new(child.0.stdout.take().unwrap());
+        let (said, heard) = crossbeam_channel::unbounded();
+        // Reads to the end: a closed pipe would fail the child's last words.
+        std::thread::spawn(move || {
+            for line in out.lines().map_while(Result::ok) {
+                let _ = said.send(line);
+            }
+        });
+        (child, heard)
+    }
+
+    #[test]
+    fn every_acknowledged_append_survives_sigkill() {
+        for mode in ["append-normal", "append-full"] {
+            let dir = TempDir::new("sigkill");
+            let path = dir.file("store.db");
+            let (mut child, lines) = spawn_other(&path, mode);
+            let mut acked = Vec::new();
+            let end = Instant::now() + Duration::from_secs(60);
+            while acked.len() < 2_000 && Instant::now() < end {
+                match lines.recv_timeout(Duration::from_secs(1)) {
+                    Ok(l) => {
+                        acked.extend(l.strip_prefix("ACK ").map(|id| id.parse::<u64>().unwrap()))
+                    }
+                    Err(crossbeam_channel::RecvTimeoutError::Timeout) => {}
+                    Err(_) => break,
+                }
+            }
+            assert!(acked.len() >= 2_000, "{mode}: only {} acks", acked.len());
+            child.0.kill().unwrap(); // SIGKILL, with appends in flight
+            child.0.wait().unwrap();
+            // Acks it printed before it died count too.
+            acked.extend(
+                lines
+                    .iter()
+                    .filter_map(|l| l.strip_prefix("ACK ").map(|id| id.parse::<u64>().unwrap())),
+            );
+            let store = open(&path, opts(1_000_000));
+            let loaded = store.load().unwrap();
+            let ids: Vec<u64> = loaded.iter().map(|r| r.id).collect();
+            assert!(ids.windows(2).all(|w| w[0] < w[1]), "{mode}: ids ascending");
+            let by_id: HashMap<u64, &Record> = loaded.iter().map(|r| (r.id, r)).collect();
+            for id in &acked {
+                let r = by_id
+                    .get(id)
+                    .unwrap_or_else(|| panic!("{mode}: acknowledged {id} lost"));
+                assert_eq!(r.payload, noise(*id, 100), "{mode}: {id}");
+            }
+            assert!(store.highest_id() >= *acked.iter().max().unwrap());
+            println!(
+                "{mode}: {} acknowledged before SIGKILL, {} stored, all acknowledged found",
+                acked.len(),
+                loaded.len()
+            );
+        }
+    }
+
+    /// Kills the process on drop if the test did not end it.
+    struct Reap(std::process::Child);
+
+    impl Drop for Reap {
+        fn drop(&mut self) {
+            if self.0.try_wait().ok().flatten().is_none() {
+                let _ = self.0.kill();
+                let _ = self.0.wait();
+            }
+        }
+    }
+
+    #[test]
+    fn refuses_a_store_open_in_another_process() {
+        let dir = TempDir::new("otherproc");
+        let path = dir.file("store.db");
+        let (mut holder, lines) = spawn_other(&path, "hold");
+        let end = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < end {
+            if lines
+                .recv_timeout(Duration::from_secs(1))
+                .is_ok_and(|l| l == "HOLDING")
+            {
+                break;
+            }
+        }
+        let e = refused(&path, OpenErrorKind::InUse);
+        assert!(e.to_string().contains("another process"), "{e}");
+        drop(holder.0.stdin.take());
+        let end = Instant::now() + Duration::from_secs(10);
+        while holder.0.try_wait().unwrap().is_none() && Instant::now() < end {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert!(holder.0.try_wait().unwrap().is_some_and(|s| s.success()));
+        // Once it is gone, the store opens with what it wrote.
+        assert_eq!(open(&path, opts(100)).load().unwrap().len(), 1);
+    }
+
     #[test]
     fn reopens_what_a_crash_leaves() {
         // Copying the database and its WAL while the store is open and idle
