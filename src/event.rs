@@ -303,6 +303,9 @@ pub struct Frame {
     id: u64,
     start: usize,
     bytes: Arc<[u8]>,
+    /// When the hub took it, in ms since the epoch (0 if it did not look):
+    /// what `history_age` measures.
+    at_ms: u64,
 }
 
 impl Frame {
@@ -313,6 +316,7 @@ impl Frame {
             id,
             start: 0,
             bytes: bytes.into(),
+            at_ms: 0,
         }
     }
 
@@ -344,7 +348,23 @@ impl Frame {
                 bytes = v.into();
             }
         }
-        Frame { id, start, bytes }
+        Frame {
+            id,
+            start,
+            bytes,
+            at_ms: 0,
+        }
+    }
+
+    /// The same frame, published at `at_ms` (ms since the epoch).
+    pub(crate) fn at(mut self, at_ms: u64) -> Frame {
+        self.at_ms = at_ms;
+        self
+    }
+
+    /// When the hub took it (ms since the epoch; 0 if it did not look).
+    pub(crate) fn at_ms(&self) -> u64 {
+        self.at_ms
     }
 
     /// The numeric id: the one the hub gave the event, or for a frame made

@@ -15,6 +15,14 @@
 //! publisher evicts (one thread at a time, see [`Inner::shrink`]); another
 //! bound on age would evict through the same path.
 //!
+//! Where events are kept beyond memory is the storage seam, [`Store`]:
+//! the hub asks a store to append each event before acknowledging it, to
+//! load the retained events and the highest id at start-up, and a store
+//! may feed in events published elsewhere ([`Hub::ingest`], which loading
+//! uses too). With a store, ids are taken in one sequence and each event is
+//! delivered in id order once it is stored, so publishers share the
+//! store's group commits without ever delivering out of order.
+//!
 //! A topic lives while it holds history or subscribers; once it has neither
 //! it is forgotten (removed from the hub), so it stops counting towards
 //! `max_topics`. Whoever may leave a topic empty (the last unsubscribe, the
@@ -27,8 +35,8 @@ use std::cmp::{Ordering as Order, Reverse};
 use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, RwLock};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crossbeam_channel::{Receiver, Sender, unbounded};
 
@@ -36,6 +44,63 @@ use crate::defaults;
 use crate::event::{Event, Frame, ID_ROOM};
 use crate::metrics::Metrics;
 use crate::pool::{Inbox, Notify};
+
+/// The clock a hub reads, in µs since the Unix epoch: ids are seeded from
+/// it, and `history_age` measures with it. Injected in tests to set the
+/// clock back.
+pub(crate) type Clock = Arc<dyn Fn() -> u64 + Send + Sync>;
+
+pub(crate) fn system_clock_us() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(1, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
+}
+
+/// The storage seam: what a hub asks of where it keeps acknowledged events
+/// beyond memory (none by default). An event is appended, and only then
+/// acknowledged and delivered; at start-up the hub loads what the store
+/// retained. Events published elsewhere (another instance) come in through
+/// [`Hub::ingest`].
+pub(crate) trait Store: Send + Sync {
+    /// Makes one event durable; returns once it is (a group commit may
+    /// take many at once). An error is a one-line reason: nothing was kept.
+    fn append(&self, topic: &str, id: u64, at_ms: u64, payload: &[u8]) -> Result<(), String>;
+    /// What the store retained, for a hub starting up.
+    fn load(&self, seed: u64) -> Result<Loaded, String>;
+    /// Whether the store can take appends now; the reason if not.
+    fn health(&self) -> Result<(), String>;
+    /// Drops what is older than the store's age limit, if it has one.
+    fn prune_by_age(&self) -> Result<(), String>;
+}
+
+/// What a [`Store`] retained.
+#[derive(Debug, Default)]
+pub(crate) struct Loaded {
+    /// Every retained event, ids ascending: (id, topic, at_ms, payload).
+    pub(crate) events: Vec<(u64, String, u64, Vec<u8>)>,
+    /// The highest id ever stored (pruned or not): the next id is larger.
+    pub(crate) highest_id: u64,
+    /// The first id the store was used with: a client asking from before
+    /// it may have missed what the store never held.
+    pub(crate) first_id: u64,
+    /// Per topic, the largest id that left its retained events.
+    pub(crate) pruned: HashMap<String, u64>,
+}
+
+/// A stored event waiting for its turn: topic, publish time, bytes.
+type Stored = (String, u64, Arc<[u8]>);
+
+/// Ids taken but not yet delivered, with a store (see [`Hub::publish`]).
+#[derive(Default)]
+struct Sequence {
+    /// Taken, in order, not yet delivered.
+    pending: VecDeque<u64>,
+    /// Stored (`Some`, with what to deliver) or failed (`None`), waiting
+    /// for the ids before them.
+    done: HashMap<u64, Option<Stored>>,
+    /// Delivered ids whose topic could not be held (`max_topics`).
+    refused: HashMap<u64, PublishError>,
+}
 
 /// Topics one subscription may name.
 pub(crate) const MAX_SUBSCRIPTION_TOPICS: usize = 64;
@@ -76,6 +141,9 @@ pub enum PublishError {
     InvalidTopic,
     /// Creating the topic would exceed the hub's `max_topics`.
     TooManyTopics,
+    /// The event could not be stored (a full disk, a database error): it
+    /// was not published. The reason says why.
+    Unavailable(String),
 }
 
 impl fmt::Display for PublishError {
@@ -83,6 +151,7 @@ impl fmt::Display for PublishError {
         match self {
             PublishError::InvalidTopic => f.write_str(TOPIC_RULE),
             PublishError::TooManyTopics => f.write_str("too many topics"),
+            PublishError::Unavailable(reason) => write!(f, "cannot store the event: {reason}"),
         }
     }
 }
@@ -187,6 +256,16 @@ struct Inner {
     oldest: Mutex<BinaryHeap<Oldest>>,
     topics: RwLock<HashMap<Box<str>, Arc<Topic>>>,
     metrics: Arc<Metrics>,
+    /// Events older than this leave the history.
+    history_age: Option<Duration>,
+    clock: Clock,
+    store: Option<Arc<dyn Store>>,
+    sequence: Mutex<Sequence>,
+    /// Signalled whenever ids of `sequence` are delivered.
+    delivered: Condvar,
+    /// Per topic, the largest id that left it before this hub started (from
+    /// the store): a topic made again starts from there.
+    pruned_before: HashMap<String, u64>,
 }
 
 /// A topic's oldest retained id, or less: the history's own `--history`
@@ -279,6 +358,27 @@ fn lock(topic: &Topic) -> MutexGuard<'_, TopicState> {
 }
 
 impl Inner {
+    fn now_ms(&self) -> u64 {
+        (self.clock)() / 1000
+    }
+
+    /// Drops the locked topic's events older than `history_age`.
+    fn drop_aged(&self, st: &mut TopicState) {
+        let Some(age) = self.history_age else { return };
+        let cutoff = self
+            .now_ms()
+            .saturating_sub(u64::try_from(age.as_millis()).unwrap_or(u64::MAX));
+        while st.history.front().is_some_and(|f| f.at_ms() < cutoff) {
+            if let Some(f) = st.drop_oldest() {
+                self.held_bytes.fetch_sub(f.bytes().len(), Ordering::SeqCst);
+            }
+        }
+    }
+
+    fn sequence(&self) -> MutexGuard<'_, Sequence> {
+        self.sequence.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     fn oldest(&self) -> MutexGuard<'_, BinaryHeap<Oldest>> {
         self.oldest.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -304,7 +404,10 @@ impl Inner {
         }
         let t = Arc::new(Topic {
             name: name.into(),
-            state: Mutex::new(TopicState::default()),
+            state: Mutex::new(TopicState {
+                dropped_upto: self.pruned_before.get(name).copied().unwrap_or(0),
+                ..TopicState::default()
+            }),
         });
         topics.insert(name.into(), t.clone());
         self.metrics
@@ -425,6 +528,19 @@ impl Hub {
     }
 
     pub(crate) fn with_metrics(limits: HubLimits, metrics: Arc<Metrics>) -> Hub {
+        Hub::start(limits, metrics, None, None, Arc::new(system_clock_us))
+            .expect("a hub without a store always starts")
+    }
+
+    /// A hub with its limits, its age limit, a store (whose retained events
+    /// it loads) and the clock it reads; the error is the store's reason.
+    pub(crate) fn start(
+        limits: HubLimits,
+        metrics: Arc<Metrics>,
+        history_age: Option<Duration>,
+        store: Option<Arc<dyn Store>>,
+        clock: Clock,
+    ) -> Result<Hub, String> {
         let limits = HubLimits {
             history: limits.history.max(1),
             queue: limits.queue.max(1),
@@ -433,16 +549,25 @@ impl Hub {
         };
         // Seeding from the clock keeps ids growing across restarts, so a
         // client's Last-Event-ID from an earlier run is never mistaken for a
-        // newer event.
-        let now_us = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_micros() as u64)
-            .unwrap_or(1);
-        Hub {
+        // newer event; a store's highest id keeps them growing when the
+        // clock is behind the last run's (a host without a real-time clock
+        // boots with a stale one).
+        let now_us = clock();
+        let loaded = match &store {
+            Some(store) => store.load(now_us)?,
+            None => Loaded::default(),
+        };
+        let seed = now_us.max(loaded.highest_id.saturating_add(1));
+        let first_id = if store.is_some() {
+            loaded.first_id.min(seed)
+        } else {
+            seed
+        };
+        let hub = Hub {
             inner: Arc::new(Inner {
                 limits,
-                first_id: now_us,
-                next_id: AtomicU64::new(now_us),
+                first_id,
+                next_id: AtomicU64::new(seed),
                 next_sub: AtomicU64::new(0),
                 across_topics: Mutex::new(()),
                 held_bytes: AtomicUsize::new(0),
@@ -450,7 +575,70 @@ impl Hub {
                 oldest: Mutex::new(BinaryHeap::new()),
                 topics: RwLock::new(HashMap::new()),
                 metrics,
+                history_age,
+                clock,
+                store,
+                sequence: Mutex::new(Sequence::default()),
+                delivered: Condvar::new(),
+                pruned_before: loaded.pruned,
             }),
+        };
+        for (id, topic, at_ms, payload) in loaded.events {
+            let mut bytes = vec![0u8; ID_ROOM];
+            bytes.extend_from_slice(&payload);
+            if let Err(e) = hub.ingest(&topic, id, at_ms, bytes.into()) {
+                log::warn!("store: event {id} of topic {topic} not loaded: {e}");
+            }
+        }
+        Ok(hub)
+    }
+
+    /// Takes in an event whose id was given elsewhere (loaded from the
+    /// store, or published on another instance): kept and delivered like a
+    /// local publish, not appended again. `bytes` holds the encoded event
+    /// after [`ID_ROOM`] bytes of room for its id line.
+    pub(crate) fn ingest(
+        &self,
+        topic: &str,
+        id: u64,
+        at_ms: u64,
+        bytes: Arc<[u8]>,
+    ) -> Result<u64, PublishError> {
+        self.insert(topic, Some(id), at_ms, bytes)
+    }
+
+    /// The reason the store cannot take events now, if it cannot.
+    pub(crate) fn store_health(&self) -> Result<(), String> {
+        self.inner.store.as_ref().map_or(Ok(()), |s| s.health())
+    }
+
+    /// Drops what `history_age` no longer allows, in memory and in the
+    /// store; forgets topics left with neither history nor subscribers.
+    pub(crate) fn prune_aged(&self) {
+        let inner = &*self.inner;
+        if inner.history_age.is_none() {
+            return;
+        }
+        let topics: Vec<Arc<Topic>> = inner
+            .topics
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect();
+        for t in topics {
+            let mut st = lock(&t);
+            inner.drop_aged(&mut st);
+            let unused = st.unused();
+            drop(st);
+            if unused {
+                inner.forget(&t);
+            }
+        }
+        if let Some(store) = &inner.store
+            && let Err(e) = store.prune_by_age()
+        {
+            log::warn!("store: pruning by age: {e}");
         }
     }
 
@@ -518,6 +706,79 @@ impl Hub {
         event.encode_fields(&mut bytes, false);
         let bytes: Arc<[u8]> = bytes.into();
         let inner = &*self.inner;
+        let at_ms = if inner.history_age.is_some() || inner.store.is_some() {
+            inner.now_ms()
+        } else {
+            0
+        };
+        match &inner.store {
+            None => self.insert(topic, None, at_ms, bytes),
+            Some(store) => self.publish_stored(&**store, topic, at_ms, bytes),
+        }
+    }
+
+    /// With a store: the id is taken in one sequence, the event appended
+    /// (concurrent publishers share a commit), and only then delivered, in
+    /// id order: whoever finds the next ids stored delivers them, and each
+    /// publisher returns once its own event is in the history.
+    fn publish_stored(
+        &self,
+        store: &dyn Store,
+        topic: &str,
+        at_ms: u64,
+        bytes: Arc<[u8]>,
+    ) -> Result<u64, PublishError> {
+        let inner = &*self.inner;
+        // An invalid or one-too-many topic is refused before anything is
+        // stored.
+        inner.topic(topic)?;
+        let id = {
+            let mut seq = inner.sequence();
+            let id = inner.next_id.fetch_add(1, Ordering::Relaxed);
+            seq.pending.push_back(id);
+            id
+        };
+        let stored = store.append(topic, id, at_ms, &bytes[ID_ROOM..]);
+        let mut seq = inner.sequence();
+        let entry = stored
+            .as_ref()
+            .ok()
+            .map(|()| (topic.to_string(), at_ms, bytes));
+        seq.done.insert(id, entry);
+        while let Some(&next) = seq.pending.front() {
+            let Some(entry) = seq.done.remove(&next) else {
+                break;
+            };
+            seq.pending.pop_front();
+            if let Some((t, at, b)) = entry
+                && let Err(e) = self.insert(&t, Some(next), at, b)
+            {
+                seq.refused.insert(next, e);
+            }
+        }
+        inner.delivered.notify_all();
+        while seq.pending.front().is_some_and(|&p| p <= id) {
+            seq = inner.delivered.wait(seq).unwrap_or_else(|p| p.into_inner());
+        }
+        if let Some(e) = seq.refused.remove(&id) {
+            return Err(e);
+        }
+        drop(seq);
+        stored.map(|()| id).map_err(PublishError::Unavailable)
+    }
+
+    /// Keeps and delivers one event: with `id`, that id (given by the
+    /// sequence, the store or another instance); without, the next one,
+    /// taken under the topic's lock so that ids and deliveries of a topic
+    /// are in one order.
+    fn insert(
+        &self,
+        topic: &str,
+        id: Option<u64>,
+        at_ms: u64,
+        bytes: Arc<[u8]>,
+    ) -> Result<u64, PublishError> {
+        let inner = &*self.inner;
         // Ends: a topic is removed only once it is unused, and each round
         // here follows such a removal by someone else.
         loop {
@@ -536,9 +797,10 @@ impl Hub {
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
             });
-            let id = inner.next_id.fetch_add(1, Ordering::Relaxed);
-            let frame = Frame::with_reserved_id(bytes, id);
+            let id = id.unwrap_or_else(|| inner.next_id.fetch_add(1, Ordering::Relaxed));
+            let frame = Frame::with_reserved_id(bytes, id).at(at_ms);
             let size = frame.bytes().len();
+            inner.drop_aged(&mut st);
             if st.history.is_empty() {
                 inner.oldest().push(Oldest {
                     id,
@@ -628,7 +890,8 @@ impl Hub {
                     }
                     return Err(match e {
                         PublishError::InvalidTopic => SubscribeError::InvalidTopic,
-                        PublishError::TooManyTopics => SubscribeError::TooManyTopics,
+                        // `topic()` only refuses a name or a new topic.
+                        _ => SubscribeError::TooManyTopics,
                     });
                 }
             }
@@ -658,12 +921,15 @@ impl Hub {
                         }
                         return Err(match e {
                             PublishError::InvalidTopic => SubscribeError::InvalidTopic,
-                            PublishError::TooManyTopics => SubscribeError::TooManyTopics,
+                            _ => SubscribeError::TooManyTopics,
                         });
                     }
                 }
             }
         };
+        for st in &mut states {
+            inner.drop_aged(st);
+        }
         let (prelude, gap) = match last_event_id {
             Some(last) => replay(inner, &states, last),
             None => (Vec::new(), false),

@@ -150,10 +150,8 @@ mod reader;
 mod request;
 mod routes;
 mod server;
-mod stream;
-// Wired into the hub by the storage seam; until then only its tests use it.
-#[allow(dead_code)]
 mod store_sqlite;
+mod stream;
 
 pub use client::EventStream;
 pub use event::{Encode, Event, EventError, Frame};
@@ -161,7 +159,7 @@ pub use hub::{Hub, PublishError, SubscribeError, Subscription, valid_topic};
 pub use metrics::Metrics;
 pub use reader::{Item, Message, SseReader};
 pub use request::StreamRequest;
-pub use server::{Server, ServerBuilder, ServerHandle, StartError};
+pub use server::{Server, ServerBuilder, ServerHandle, StartError, StoreSync};
 pub use stream::{StreamEnd, StreamWriter};
 
 /// Entry points for the fuzz targets in `fuzz/` (feature `fuzzing`, off by

@@ -191,6 +191,15 @@ fn over_capacity_reply() -> Reply {
     r
 }
 
+/// `503` with a reason and `Retry-After`: the store cannot take events now.
+fn unavailable(reason: &str) -> Reply {
+    let mut r = text(503, reason);
+    if let Some(h) = header("Retry-After", "1") {
+        r.add_header(h);
+    }
+    r
+}
+
 fn over_capacity(rq: Request) {
     let _ = rq.respond(over_capacity_reply());
 }
@@ -362,7 +371,10 @@ pub(crate) fn handle_short(sh: &Shared, rq: Request) {
         ("/publish", Method::Post) => return publish(sh, rq),
         ("/publish", Method::Options) => preflight(sh),
         ("/publish", _) => with_cors(sh, method_not_allowed("POST, OPTIONS")),
-        ("/healthz", Method::Get | Method::Head) => text(200, "ok"),
+        ("/healthz", Method::Get | Method::Head) => match sh.hub.store_health() {
+            Ok(()) => text(200, "ok"),
+            Err(reason) => unavailable(&format!("store unusable: {reason}")),
+        },
         ("/healthz", _) => method_not_allowed("GET, HEAD"),
         ("/metrics", Method::Get | Method::Head) => {
             let mut r = Response::from_data(sh.metrics.render().into_bytes());
@@ -724,6 +736,7 @@ fn publish(sh: &Shared, mut rq: Request) {
             reply(rq, r)
         }
         Err(e @ PublishError::TooManyTopics) => reply(rq, text(429, &e.to_string())),
+        Err(e @ PublishError::Unavailable(_)) => reply(rq, unavailable(&e.to_string())),
         Err(e) => reply(rq, text(400, &e.to_string())),
     }
 }

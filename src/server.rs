@@ -105,6 +105,23 @@ pub struct ServerBuilder {
     max_connections: Option<usize>,
     writer_threads: Option<usize>,
     routes: HashMap<String, Arc<StreamHandler>>,
+    store: Option<PathBuf>,
+    store_sync: StoreSync,
+    history_age: Option<Duration>,
+}
+
+/// How hard a store's commit pushes an event to the disk before the
+/// publish is acknowledged (see [`ServerBuilder::store`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum StoreSync {
+    /// SQLite `synchronous=NORMAL` (WAL): an acknowledged event survives
+    /// the process being killed; the last ones may be lost on power loss.
+    #[default]
+    Normal,
+    /// SQLite `synchronous=FULL`: every commit is on the disk, so an
+    /// acknowledged event survives power loss too.
+    Full,
 }
 
 /// Every setting, the publish token left out (a `Debug` line may end up
@@ -184,6 +201,9 @@ impl Default for ServerBuilder {
             max_connections: None,
             writer_threads: None,
             routes: HashMap::new(),
+            store: None,
+            store_sync: StoreSync::Normal,
+            history_age: None,
         }
     }
 }
@@ -213,6 +233,10 @@ pub enum StartError {
     /// A builder value is unusable (a route path not starting with `/`, a
     /// header value with a line break); the message names it.
     Invalid(String),
+    /// The store could not be opened: a file that is not a tinysse
+    /// database, a corrupt one, one that cannot be written, or one in use.
+    /// The file was left untouched.
+    Store(Box<dyn std::error::Error + Send + Sync + 'static>),
 }
 
 impl fmt::Display for StartError {
@@ -223,6 +247,7 @@ impl fmt::Display for StartError {
             StartError::Thread(e) => write!(f, "cannot start a server thread: {e}"),
             StartError::Http(e) => write!(f, "cannot start the HTTP server: {e}"),
             StartError::Invalid(e) => write!(f, "invalid setting: {e}"),
+            StartError::Store(e) => write!(f, "{e}"),
         }
     }
 }
@@ -231,7 +256,7 @@ impl std::error::Error for StartError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             StartError::Resolve(_, e) | StartError::Bind(_, e) | StartError::Thread(e) => Some(e),
-            StartError::Http(e) => Some(&**e),
+            StartError::Http(e) | StartError::Store(e) => Some(&**e),
             StartError::Invalid(_) => None,
         }
     }
@@ -299,6 +324,29 @@ impl ServerBuilder {
         /// frame size (at least 1); over it, the oldest events across topics
         /// leave the history first. Default: [`defaults::HISTORY_BYTES`].
         history_bytes, usize, |s, v| s.limits.history_bytes = v, "history_bytes(16 << 20)"
+    );
+    setter!(
+        /// Events older than this leave the history (in memory and in the
+        /// store), and a client asking for them gets a `gap`; `None` keeps
+        /// them until the other limits drop them. Default: `None`.
+        history_age, Option<Duration>, |s, v| s.history_age = v,
+        "history_age(Some(std::time::Duration::from_secs(3600)))"
+    );
+    setter!(
+        /// Keeps history in a SQLite database file (created when missing),
+        /// so it survives restarts and crashes: retained events are loaded
+        /// at start, a publish is acknowledged only once it is committed
+        /// (concurrent publishers share a commit), and ids keep growing
+        /// past every stored one even when the clock went back. A file that
+        /// is not a tinysse database, is corrupt or cannot be written makes
+        /// [`start`](Self::start) fail with [`StartError::Store`], leaving
+        /// it untouched. `None` (the default) keeps history in memory only.
+        store, Option<PathBuf>, |s, v| s.store = v, "store(Some(\"/var/lib/tinysse/history.db\".into()))"
+    );
+    setter!(
+        /// How durable a stored event is before its publish is
+        /// acknowledged (with [`store`](Self::store)). Default: `Normal`.
+        store_sync, StoreSync, |s, v| s.store_sync = v, "store_sync(tinysse::StoreSync::Full)"
     );
     setter!(
         /// The largest publish body in bytes. Default: [`defaults::MAX_BODY`].
@@ -449,7 +497,34 @@ impl ServerBuilder {
             max_head_bytes: Some(MAX_HEAD_BYTES),
         };
         let metrics = Arc::new(Metrics::new());
-        let hub = Hub::with_metrics(self.limits, metrics.clone());
+        let store = match &self.store {
+            Some(path) => {
+                let opts = crate::store_sqlite::StoreOptions {
+                    sync: match self.store_sync {
+                        StoreSync::Normal => crate::store_sqlite::SyncMode::Normal,
+                        StoreSync::Full => crate::store_sqlite::SyncMode::Full,
+                    },
+                    history: self.limits.history.max(1),
+                    history_age: self.history_age,
+                };
+                let opened = crate::store_sqlite::SqliteStore::open(path, opts)
+                    .map_err(|e| StartError::Store(Box::new(e)))?;
+                Some(Arc::new(opened) as Arc<dyn crate::hub::Store>)
+            }
+            None => None,
+        };
+        let hub = Hub::start(
+            self.limits,
+            metrics.clone(),
+            self.history_age,
+            store,
+            Arc::new(crate::hub::system_clock_us),
+        )
+        .map_err(|e| StartError::Store(e.into()))?;
+        let housekeeping = match self.history_age {
+            Some(age) => Some(Housekeeping::start(hub.clone(), age).map_err(StartError::Thread)?),
+            None => None,
+        };
         let (alive_tx, alive_rx) = bounded::<()>(0);
         let pool_threads = self.writer_threads.unwrap_or_else(|| {
             thread::available_parallelism()
@@ -493,6 +568,7 @@ impl ServerBuilder {
             shared,
             http: Mutex::new(Some(http)),
             streams_done: alive_rx,
+            housekeeping: Mutex::new(housekeeping),
         })
     }
 }
@@ -639,6 +715,36 @@ pub struct ServerHandle {
     shared: Arc<Shared>,
     http: Mutex<Option<Arc<tiny_http::Server>>>,
     streams_done: Receiver<()>,
+    housekeeping: Mutex<Option<Housekeeping>>,
+}
+
+/// The thread that drops what `history_age` no longer allows, in memory and
+/// in the store, once a second (or more often for a shorter age), so a
+/// topic nobody touches is pruned and forgotten too.
+struct Housekeeping {
+    stop: Sender<()>,
+    thread: thread::JoinHandle<()>,
+}
+
+impl Housekeeping {
+    fn start(hub: Hub, age: Duration) -> io::Result<Housekeeping> {
+        let every = (age / 4).clamp(Duration::from_millis(10), Duration::from_secs(1));
+        let (stop, stopped) = bounded::<()>(0);
+        let thread = thread::Builder::new()
+            .name("tinysse-housekeeping".into())
+            .stack_size(256 * 1024)
+            .spawn(move || {
+                while let Err(RecvTimeoutError::Timeout) = stopped.recv_timeout(every) {
+                    hub.prune_aged();
+                }
+            })?;
+        Ok(Housekeeping { stop, thread })
+    }
+
+    fn stop(self) {
+        drop(self.stop);
+        let _ = self.thread.join();
+    }
 }
 
 impl fmt::Debug for ServerHandle {
@@ -758,6 +864,14 @@ impl ServerHandle {
                 Err(RecvTimeoutError::Timeout) => break false,
             }
         };
+        if let Some(h) = self
+            .housekeeping
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+        {
+            h.stop();
+        }
         connections_done && streams_done
     }
 }

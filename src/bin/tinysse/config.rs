@@ -6,7 +6,7 @@ use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use tinysse::{Server, ServerBuilder, defaults};
+use tinysse::{Server, ServerBuilder, StoreSync, defaults};
 
 /// The binary's settings.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -39,6 +39,12 @@ pub struct Config {
     pub demo: bool,
     /// `--firehose`
     pub firehose: bool,
+    /// `--store`
+    pub store: Option<PathBuf>,
+    /// `--store-sync`
+    pub store_sync: StoreSync,
+    /// `--history-age` in seconds; 0 is off.
+    pub history_age_secs: u64,
 }
 
 impl Default for Config {
@@ -58,6 +64,9 @@ impl Default for Config {
             cors_origin: None,
             demo: true,
             firehose: false,
+            store: None,
+            store_sync: StoreSync::Normal,
+            history_age_secs: 0,
         }
     }
 }
@@ -109,6 +118,11 @@ Options (each also read from the environment variable shown):
   --max-topics N        topics held at once [TINYSSE_MAX_TOPICS] ({max_topics})
   --history-bytes BYTES retained events of all topics together, K/M/G suffixes;
                         over it, the oldest go first [TINYSSE_HISTORY_BYTES] ({history_bytes})
+  --history-age SECS    also drop retained events older than this, 0 = off [TINYSSE_HISTORY_AGE] (0)
+  --store FILE          keep history in this SQLite file, so it survives restarts
+                        and crashes [TINYSSE_STORE] (memory only)
+  --store-sync MODE     normal: an acknowledged publish survives a crash of the
+                        process; full: a power loss too [TINYSSE_STORE_SYNC] (normal)
   --max-body BYTES      largest publish body [TINYSSE_MAX_BODY] ({max_body})
   --publish-token T     require Authorization: Bearer T to publish [TINYSSE_PUBLISH_TOKEN]
   --cors-origin O       Access-Control-Allow-Origin value [TINYSSE_CORS_ORIGIN]
@@ -213,12 +227,30 @@ fn apply(c: &mut Config, flag: &str, source: &str, value: &str) -> Result<(), Co
             c.publish_token = Some(value.to_string())
         }
         "cors-origin" => c.cors_origin = Some(value.to_string()),
+        "history-age" => c.history_age_secs = number(source, value, 0)?,
+        "store" => {
+            if value.is_empty() {
+                return Err(ConfigError(format!("{source}: must not be empty")));
+            }
+            c.store = Some(PathBuf::from(value))
+        }
+        "store-sync" => {
+            c.store_sync = match value {
+                "normal" => StoreSync::Normal,
+                "full" => StoreSync::Full,
+                _ => {
+                    return Err(ConfigError(format!(
+                        "{source}: '{value}' is not normal or full"
+                    )));
+                }
+            }
+        }
         _ => return Err(ConfigError(format!("unknown setting {source}"))),
     }
     Ok(())
 }
 
-const VALUED: [&str; 12] = [
+const VALUED: [&str; 15] = [
     "addr",
     "public",
     "heartbeat",
@@ -231,6 +263,9 @@ const VALUED: [&str; 12] = [
     "max-body",
     "publish-token",
     "cors-origin",
+    "history-age",
+    "store",
+    "store-sync",
 ];
 
 fn boolean(source: &str, value: &str) -> Result<bool, ConfigError> {
@@ -304,7 +339,12 @@ impl Config {
             .max_body(self.max_body)
             .publish_token(self.publish_token.clone())
             .cors_origin(self.cors_origin.clone())
-            .firehose(self.firehose);
+            .firehose(self.firehose)
+            .history_age(
+                (self.history_age_secs > 0).then(|| Duration::from_secs(self.history_age_secs)),
+            )
+            .store(self.store.clone())
+            .store_sync(self.store_sync);
         if self.demo {
             b = b.stream_route("/async", crate::demo::async_route);
         }

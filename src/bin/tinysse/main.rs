@@ -86,6 +86,12 @@ fn main() -> ExitCode {
 
     let server = match config.builder().start() {
         Ok(s) => s,
+        // A store file that is not ours, corrupt or unwritable is a bad
+        // value given on the command line, like a bad flag: exit 2.
+        Err(e @ tinysse::StartError::Store(_)) => {
+            eprintln!("tinysse: {e}");
+            return ExitCode::from(2);
+        }
         Err(e) => {
             eprintln!("tinysse: {e}");
             return ExitCode::from(1);
