@@ -19,6 +19,14 @@ use common::{builder, start};
 /// shared thread for when the server gets it wrong.
 const BOUND: Duration = Duration::from_secs(1);
 
+/// One attack at a time: each measures other clients' latency, which the
+/// attacks of the other tests in this file would add to.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn alone() -> std::sync::MutexGuard<'static, ()> {
+    ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 /// A short request on a fresh connection; its status and how long it took.
 fn timed(addr: SocketAddr, raw: &[u8]) -> (u16, Duration) {
     let t = Instant::now();
@@ -87,6 +95,7 @@ fn hold(addr: SocketAddr, n: usize, raw: &[u8]) -> Vec<TcpStream> {
 /// timeout, each.
 #[test]
 fn bodies_that_never_come_hold_no_one_else() {
+    let _alone = alone();
     let server = start(builder());
     let addr = server.addr();
     let mut held = hold(
@@ -114,6 +123,7 @@ fn bodies_that_never_come_hold_no_one_else() {
 /// one per short-request worker) held a shared thread in each blocked write.
 #[test]
 fn pipelined_answers_never_read_hold_no_one_else() {
+    let _alone = alone();
     let dir = std::env::temp_dir().join(format!("tinysse-stalls-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(dir.join("app.js"), "x".repeat(256 * 1024)).unwrap();
@@ -164,6 +174,7 @@ fn pipelined_answers_never_read_hold_no_one_else() {
 /// down to make room.
 #[test]
 fn slow_bodies_cannot_take_every_connection() {
+    let _alone = alone();
     let server = start(builder().max_connections(Some(32)));
     let addr = server.addr();
     let stop = Arc::new(AtomicBool::new(false));
@@ -192,6 +203,7 @@ fn slow_bodies_cannot_take_every_connection() {
 /// read on a worker with no deadline.
 #[test]
 fn an_upgrade_publish_holds_no_one_else() {
+    let _alone = alone();
     let server = start(builder());
     let addr = server.addr();
     let held = hold(

@@ -82,18 +82,15 @@ impl ConnectionSlots {
             Some(inner) => inner,
         };
         let mut st = lock(inner);
+        // Room is made a little ahead of the cap, so that a new client
+        // finds a free slot at once instead of waiting for a preempted
+        // connection's thread to end.
+        let headroom = if self.max >= 16 { (self.max / 8).min(16) } else { 0 };
+        if headroom > 0 && st.held.saturating_add(headroom) >= self.max {
+            preempt_oldest(&mut st);
+        }
         while st.held >= self.max {
-            let oldest = st
-                .watched
-                .iter_mut()
-                .filter(|(_, w)| !w.preempted)
-                .min_by_key(|(_, w)| w.since);
-            if let Some((_, w)) = oldest {
-                w.preempted = true;
-                // Its blocked read or write fails at once; its thread then
-                // ends and frees the slot.
-                let _ = w.sock.shutdown(Shutdown::Both);
-            }
+            preempt_oldest(&mut st);
             // Woken by a freed slot, or after a while to notice `close`.
             st = inner
                 .freed
@@ -110,6 +107,21 @@ impl ConnectionSlots {
             inner: Some(inner.clone()),
             id: st.next_id,
         })
+    }
+}
+
+/// Shuts down the connection whose current request began earliest (and
+/// that is not already on its way out): its blocked read or write fails at
+/// once, its thread then ends and frees the slot.
+fn preempt_oldest(st: &mut State) {
+    let oldest = st
+        .watched
+        .iter_mut()
+        .filter(|(_, w)| !w.preempted)
+        .min_by_key(|(_, w)| w.since);
+    if let Some((_, w)) = oldest {
+        w.preempted = true;
+        let _ = w.sock.shutdown(Shutdown::Both);
     }
 }
 
