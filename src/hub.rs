@@ -266,6 +266,11 @@ struct Inner {
     /// Per topic, the largest id that left it before this hub started (from
     /// the store): a topic made again starts from there.
     pruned_before: HashMap<String, u64>,
+    /// The largest id that left any topic since forgotten: a topic made
+    /// again starts from there, so a client that asks it for events it
+    /// lost gets a `gap` (one number, not one per forgotten name, which
+    /// clients could make grow without bound).
+    forgotten_upto: AtomicU64,
 }
 
 /// A topic's oldest retained id, or less: the history's own `--history`
@@ -405,7 +410,12 @@ impl Inner {
         let t = Arc::new(Topic {
             name: name.into(),
             state: Mutex::new(TopicState {
-                dropped_upto: self.pruned_before.get(name).copied().unwrap_or(0),
+                dropped_upto: self
+                    .pruned_before
+                    .get(name)
+                    .copied()
+                    .unwrap_or(0)
+                    .max(self.forgotten_upto.load(Ordering::Acquire)),
                 ..TopicState::default()
             }),
         });
@@ -426,6 +436,8 @@ impl Inner {
             return;
         }
         st.removed = true;
+        self.forgotten_upto
+            .fetch_max(st.dropped_upto, Ordering::AcqRel);
         drop(st);
         if topics
             .get(&topic.name)
@@ -581,6 +593,7 @@ impl Hub {
                 sequence: Mutex::new(Sequence::default()),
                 delivered: Condvar::new(),
                 pruned_before: loaded.pruned,
+                forgotten_upto: AtomicU64::new(0),
             }),
         };
         for (id, topic, at_ms, payload) in loaded.events {
@@ -1684,5 +1697,70 @@ mod limit_tests {
         for (x, y) in a.replay().iter().zip(b.replay()) {
             assert!(std::ptr::eq(x.bytes(), y.bytes()));
         }
+    }
+}
+
+#[cfg(test)]
+mod store_tests {
+    use super::*;
+    use crate::store_sqlite::{SqliteStore, StoreOptions, SyncMode};
+
+    fn hub_at(path: &std::path::Path, clock_us: Arc<AtomicU64>) -> Hub {
+        let store = SqliteStore::open(
+            path,
+            StoreOptions {
+                sync: SyncMode::Normal,
+                history: 100,
+                history_age: None,
+            },
+        )
+        .expect("store opens");
+        let clock: Clock = Arc::new(move || clock_us.load(Ordering::SeqCst));
+        Hub::start(
+            HubLimits::default(),
+            Arc::new(Metrics::new()),
+            None,
+            Some(Arc::new(store)),
+            clock,
+        )
+        .expect("hub starts")
+    }
+
+    /// A host without a real-time clock boots with a stale one: the next
+    /// run's clock is behind the ids the last run gave. With a store, the
+    /// next id is past every stored one all the same, and a client holding
+    /// the last run's newest id is replayed the new events, without a gap.
+    #[test]
+    fn ids_never_go_back_when_the_clock_does() {
+        let dir = std::env::temp_dir().join(format!("tinysse-clock-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("history.db");
+        let clock = Arc::new(AtomicU64::new(5_000_000_000));
+        let hub = hub_at(&path, clock.clone());
+        let first = hub.publish("t", &Event::data("before")).unwrap();
+        let last = hub.publish("t", &Event::data("before too")).unwrap();
+        assert_eq!(first, 5_000_000_000, "seeded from the clock");
+        drop(hub);
+
+        clock.store(1_000_000, Ordering::SeqCst); // years back
+        let hub = hub_at(&path, clock.clone());
+        let next = hub.publish("t", &Event::data("after")).unwrap();
+        assert_eq!(next, last + 1, "past every stored id, not the clock");
+        let sub = hub.subscribe(&["t"], Some(last)).unwrap();
+        assert!(sub.gap().is_none(), "nothing was lost");
+        let ids: Vec<u64> = sub.replay().iter().map(Frame::id).collect();
+        assert_eq!(ids, [next]);
+        drop((sub, hub));
+
+        // The clock ahead of the stored ids again: seeded from it.
+        clock.store(9_000_000_000, Ordering::SeqCst);
+        let hub = hub_at(&path, clock);
+        assert_eq!(
+            hub.publish("t", &Event::data("later")).unwrap(),
+            9_000_000_000
+        );
+        drop(hub);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -4,7 +4,9 @@
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use tinysse::{EventStream, ServerBuilder, ServerHandle};
@@ -394,4 +396,80 @@ pub fn skip_or_fail(test: &str, reason: &str, install: &str) -> bool {
     // of a passing test, which would hide the line from a plain `cargo test`.
     let _ = writeln!(std::io::stderr(), "{line}");
     false
+}
+
+/// A directory of its own under the system temp dir, removed when dropped.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new() -> TempDir {
+        static N: AtomicU32 = AtomicU32::new(0);
+        let p = std::env::temp_dir().join(format!(
+            "tinysse-test-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(&p).expect("create temp dir");
+        TempDir(p)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Sends `raw` on a fresh connection and reads until the server closes (10 s
+/// at most): the status (0 when refused or closed without an answer) and
+/// every byte of the answer.
+pub fn exchange_raw(addr: SocketAddr, raw: &[u8]) -> (u16, Vec<u8>) {
+    let Ok(mut s) = TcpStream::connect_timeout(&addr, Duration::from_secs(5)) else {
+        return (0, Vec::new());
+    };
+    let _ = s.set_read_timeout(Some(TIMEOUT));
+    if s.write_all(raw).is_err() {
+        return (0, Vec::new());
+    }
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    let status = std::str::from_utf8(out.get(9..12).unwrap_or(b""))
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    (status, out)
+}
+
+/// Whether the tests run as root (mounts, namespaces).
+pub fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| o.stdout.trim_ascii() == b"0")
+}
+
+/// A tmpfs of `size` mounted at `dir` (as root), unmounted when dropped.
+pub struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    pub fn mount(dir: &Path, size: &str) -> Tmpfs {
+        let ok = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir)
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "cannot mount a tmpfs at {}", dir.display());
+        Tmpfs(dir.to_path_buf())
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
 }
