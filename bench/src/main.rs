@@ -49,6 +49,8 @@ Options:
   --hold S            seconds to hold idle streams / each max-streams step (default 5 / 3)
   --step N            max-streams step (default 1000)
   --tolerance MS      max-streams: allowed heartbeat lateness (default 500)
+  --store MODE        broadcast: memory (default), or --store in a temp file with
+                      --store-sync normal | full
   -h, --help          this text
 ";
 
@@ -69,6 +71,8 @@ struct Opts {
     hold: Option<u64>,
     step: usize,
     tolerance_ms: u64,
+    /// broadcast: `memory`, or a store's sync mode (`normal`, `full`).
+    store: String,
 }
 
 fn parse_opts() -> Result<Opts, String> {
@@ -89,6 +93,7 @@ fn parse_opts() -> Result<Opts, String> {
         hold: None,
         step: 1000,
         tolerance_ms: 500,
+        store: "memory".into(),
     };
     let mut p = lexopt::Parser::from_env();
     fn num<T: std::str::FromStr>(name: &str, v: OsString) -> Result<T, String> {
@@ -131,6 +136,13 @@ fn parse_opts() -> Result<Opts, String> {
                     "hold" => o.hold = Some(num(&name, v)?),
                     "step" => o.step = num::<usize>(&name, v)?.max(1),
                     "tolerance" => o.tolerance_ms = num(&name, v)?,
+                    "store" => {
+                        let v = v.to_string_lossy().into_owned();
+                        if !["memory", "normal", "full"].contains(&v.as_str()) {
+                            return Err(format!("--store: {v} is not memory, normal or full"));
+                        }
+                        o.store = v;
+                    }
                     _ => return Err(format!("unknown option --{name}")),
                 }
             }
@@ -537,15 +549,30 @@ struct SubResult {
 
 fn broadcast(o: &Opts, subs: usize) -> Result<Row, String> {
     let (pubs, events, size, rate) = (o.publishers, o.events, o.size, o.rate);
-    let t = Target::start(
-        o,
-        &[
-            "--queue".into(),
-            o.queue.to_string(),
-            "--max-streams".into(),
-            (subs + 16).to_string(),
-        ],
-    )?;
+    let mut args: Vec<String> = vec![
+        "--queue".into(),
+        o.queue.to_string(),
+        "--max-streams".into(),
+        (subs + 16).to_string(),
+    ];
+    // A store in a fresh file of its own, removed afterwards.
+    let store = (o.store != "memory").then(|| {
+        std::env::temp_dir().join(format!(
+            "tinysse-bench-{}-{}.db",
+            std::process::id(),
+            now_ns()
+        ))
+    });
+    if let Some(path) = &store {
+        args.extend([
+            "--store".into(),
+            path.display().to_string(),
+            "--store-sync".into(),
+            o.store.clone(),
+        ]);
+    }
+    let _cleanup = RemoveOnDrop(store.clone());
+    let t = Target::start(o, &args)?;
     let addr = t.addr;
     let topic = "bench";
     base();
@@ -633,11 +660,11 @@ fn broadcast(o: &Opts, subs: usize) -> Result<Row, String> {
         .into_iter()
         .enumerate()
         .map(|(p, mut conn)| {
-            spawn("publisher", move || -> Result<u64, String> {
+            spawn("publisher", move || -> Result<Vec<u32>, String> {
                 let mut body = String::with_capacity(size + 64);
                 let mut data = String::with_capacity(size + 32);
                 let mine = (events + (pubs - 1 - p) as u64) / pubs as u64;
-                let mut done = 0;
+                let mut took_us = Vec::with_capacity(mine as usize);
                 let deadline = start + Duration::from_secs_f64(expected_secs * 1.5 + 120.0);
                 for k in 0..mine {
                     if rate > 0.0 {
@@ -659,18 +686,23 @@ fn broadcast(o: &Opts, subs: usize) -> Result<Row, String> {
                     }
                     body.clear();
                     let _ = write!(body, r#"{{"topic":"{topic}","data":"{data}"}}"#);
+                    let t0 = Instant::now();
                     conn.publish(&body).map_err(|e| format!("publish: {e}"))?;
-                    done += 1;
+                    took_us.push(t0.elapsed().as_micros().min(u32::MAX as u128) as u32);
                 }
-                Ok(done)
+                Ok(took_us)
             })
         })
         .collect();
     let mut published = 0;
     let mut errors = Vec::new();
+    let mut pub_lat: Vec<u64> = Vec::with_capacity(events as usize);
     for h in pub_handles {
         match h.join() {
-            Ok(Ok(n)) => published += n,
+            Ok(Ok(took)) => {
+                published += took.len() as u64;
+                pub_lat.extend(took.iter().map(|&v| v as u64));
+            }
             Ok(Err(e)) => errors.push(e),
             Err(_) => errors.push("publisher panicked".into()),
         }
@@ -700,6 +732,7 @@ fn broadcast(o: &Opts, subs: usize) -> Result<Row, String> {
     let wall = start.elapsed().as_secs_f64();
     let cpu = since(cpu0, t.cpu());
     lat.sort_unstable();
+    pub_lat.sort_unstable();
     let ms = |us: u64| us as f64 / 1000.0;
     let pub_rate = published as f64 / publish_secs;
     let del_rate = delivered as f64 / wall;
@@ -713,18 +746,25 @@ fn broadcast(o: &Opts, subs: usize) -> Result<Row, String> {
     Ok(Row {
         workload: "broadcast",
         params: format!(
-            "{subs} subs, {pubs} publishers, {events} events x {size} B, {}, --queue {}",
+            "{subs} subs, {pubs} publishers, {events} events x {size} B, {}, --queue {}{}",
             if rate > 0.0 {
                 format!("{rate} events/s")
             } else {
                 "max rate".into()
             },
-            o.queue
+            o.queue,
+            if o.store == "memory" {
+                String::new()
+            } else {
+                format!(", --store-sync {}", o.store)
+            }
         ),
         result: format!(
-            "{pub_rate:.0} published/s, {del_rate:.0} delivered/s, latency p50 {:.2} ms \
-             p99 {:.2} ms max {:.2} ms, missed {missed_max} (max per subscriber, {missed_subs} \
-             subscribers short){}",
+            "{pub_rate:.0} published/s (publish p50 {:.2} ms p99 {:.2} ms), {del_rate:.0} \
+             delivered/s, latency p50 {:.2} ms p99 {:.2} ms max {:.2} ms, missed {missed_max} \
+             (max per subscriber, {missed_subs} subscribers short){}",
+            ms(percentile(&pub_lat, 0.5)),
+            ms(percentile(&pub_lat, 0.99)),
             ms(percentile(&lat, 0.5)),
             ms(percentile(&lat, 0.99)),
             ms(lat.last().copied().unwrap_or(0)),
@@ -737,6 +777,19 @@ fn broadcast(o: &Opts, subs: usize) -> Result<Row, String> {
         cpu: cpu_text(cpu, wall),
         ok,
     })
+}
+
+/// Removes a store file (and its WAL) when the workload is done.
+struct RemoveOnDrop(Option<PathBuf>);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        if let Some(p) = &self.0 {
+            for suffix in ["", "-wal", "-shm"] {
+                let _ = std::fs::remove_file(format!("{}{suffix}", p.display()));
+            }
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------
