@@ -21,7 +21,7 @@ use crossbeam_channel::{Receiver, Sender, unbounded};
 use mio::{Events, Interest, Poll, Token, Waker};
 
 use crate::event::{Encode, Event, Frame};
-use crate::hub::Subscription;
+use crate::hub::{Ready, Subscription, Wake};
 use crate::server::StreamSlot;
 
 /// Bytes gathered from a subscriber's queue into one chunk.
@@ -55,46 +55,32 @@ pub(crate) struct Inbox {
     load: AtomicUsize,
 }
 
-impl Inbox {
-    pub(crate) fn wake(&self) {
+impl Wake for Inbox {
+    fn wake(&self) {
         if !self.woken.swap(true, Ordering::SeqCst) {
             let _ = self.waker.wake();
         }
     }
 }
 
-/// What a publisher holds to tell the pool a subscriber has frames queued.
-#[derive(Clone)]
+/// A subscriber's entry on its pool thread's ready list.
 pub(crate) struct Notify {
-    inbox: Arc<Inbox>,
     key: u64,
     /// Set when the key is already on the ready list: a subscriber is listed
     /// once however many frames arrive before its thread gets to it.
     listed: Arc<AtomicBool>,
+    inbox: Arc<Inbox>,
+    /// `inbox`, as the hub's [`Wake`].
+    wake: Arc<dyn Wake>,
 }
 
-impl Notify {
-    /// Lists the subscriber as ready; `true` if it was not listed yet, and
-    /// the caller then wakes the thread ([`Notify::inbox`]) once it has
-    /// listed everyone. Already listed, it needs no wake-up: whoever listed
-    /// it woke the thread, or the thread is waiting for its socket.
-    pub(crate) fn mark(&self) -> bool {
+impl Ready for Notify {
+    fn queued(&self) -> Option<&Arc<dyn Wake>> {
         if self.listed.swap(true, Ordering::AcqRel) {
-            return false;
+            return None;
         }
-        let _ = self.ready.send(self.key);
-        true
-    }
-
-    pub(crate) fn inbox(&self) -> &Arc<Inbox> {
-        &self.inbox
-    }
-}
-
-impl std::ops::Deref for Notify {
-    type Target = Inbox;
-    fn deref(&self) -> &Inbox {
-        &self.inbox
+        let _ = self.inbox.ready.send(self.key);
+        Some(&self.wake)
     }
 }
 
@@ -169,19 +155,21 @@ impl Pool {
         Ok(())
     }
 
-    /// A notifier for a new stream, on the least loaded thread.
-    pub(crate) fn notify(&self) -> Notify {
+    /// A ready-list entry for a new stream, on the least loaded thread.
+    pub(crate) fn notify(&self) -> Arc<Notify> {
         let inbox = self
             .inboxes
             .iter()
             .min_by_key(|i| i.load.load(Ordering::Relaxed))
             .expect("at least one pool thread")
             .clone();
-        Notify {
-            inbox,
+        let wake: Arc<dyn Wake> = inbox.clone();
+        Arc::new(Notify {
             key: self.next_key.fetch_add(1, Ordering::Relaxed),
             listed: Arc::new(AtomicBool::new(false)),
-        }
+            inbox,
+            wake,
+        })
     }
 
     /// Hands a subscriber's socket to the pool thread `notify` belongs to.
@@ -227,14 +215,15 @@ impl Pool {
             conn.out_frames = 1;
         }
         conn.out = out;
-        notify.load.fetch_add(1, Ordering::Relaxed);
-        if let Err(e) = notify.cmds.send(Cmd::Add(conn)) {
-            notify.load.fetch_sub(1, Ordering::Relaxed);
+        let inbox = &notify.inbox;
+        inbox.load.fetch_add(1, Ordering::Relaxed);
+        if let Err(e) = inbox.cmds.send(Cmd::Add(conn)) {
+            inbox.load.fetch_sub(1, Ordering::Relaxed);
             drop(e);
             return Err(io::Error::other("the writer pool has stopped"));
         }
         // Serviced once added, whatever was listed before.
-        notify.wake();
+        inbox.wake();
         Ok(())
     }
 

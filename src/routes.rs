@@ -9,7 +9,7 @@ use tiny_http::{Header, Method, Request, Response};
 
 use crate::event::{Event, Frame};
 use crate::files;
-use crate::hub::{PublishError, SubscribeError};
+use crate::hub::{PublishError, Ready, SubscribeError};
 use crate::pool::StreamSpec;
 use crate::request::{StreamRequest, parse_pairs};
 use crate::server::{Shared, StreamSlot, spawn_producer, spawn_stream};
@@ -231,10 +231,8 @@ fn start_events(sh: &Arc<Shared>, rq: Request, sreq: &StreamRequest) {
         return;
     };
     let notify = sh.pool.notify();
-    let sub = match sh
-        .hub
-        .subscribe_with(&topics, last_id, Some(notify.clone()))
-    {
+    let ready: Arc<dyn Ready> = notify.clone();
+    let sub = match sh.hub.subscribe_with(&topics, last_id, Some(ready)) {
         Ok(s) => s,
         Err(e @ SubscribeError::TooManyTopics) => {
             let _ = rq.respond(text(429, &e.to_string()));
