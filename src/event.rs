@@ -79,7 +79,7 @@ impl Event {
             .map_err(|e| EventError::Json(e.to_string()))
     }
 
-    /// A comment frame (`: text`), ignored by clients; used for heartbeats.
+    /// A comment frame (`: text`), ignored by clients.
     ///
     /// ```
     /// assert_eq!(tinysse::Event::comment("keep-alive").to_bytes(), b": keep-alive\n\n");

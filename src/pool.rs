@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, Sender, unbounded};
 use mio::{Events, Interest, Poll, Token, Waker};
 
-use crate::event::{Encode, Event, Frame};
+use crate::event::{Encode, Frame};
 use crate::hub::{Ready, Subscription, Wake};
 use crate::server::StreamSlot;
 
@@ -209,8 +209,8 @@ impl Pool {
         let mut conn = Box::new(conn);
         if let Some(ms) = spec.retry {
             // The retry goes in the first chunk, with the head: one write.
-            let mut body = Vec::new();
-            Event::retry(ms).encode_into(&mut body);
+            // A line of the first event's block (see stream.rs).
+            let body = format!("retry: {ms}\n").into_bytes();
             push_chunk(&mut out, &body, conn.chunked);
             conn.out_frames = 1;
         }
@@ -435,7 +435,7 @@ impl Conn {
             return Ok(due);
         }
         if self.out.is_empty() && !self.ending {
-            push_chunk(&mut self.out, b": keep-alive\n\n", self.chunked);
+            push_chunk(&mut self.out, b": keep-alive\n", self.chunked);
             self.out_frames = 1;
             if self.out.capacity() > IDLE_BUFFER {
                 // A stream idle for a whole heartbeat period gives back what

@@ -197,7 +197,13 @@ impl StreamWriter {
         }
         let mut batch = Batch::new(self.chunked);
         if let Some(ms) = self.retry {
-            Event::retry(ms).encode_into(batch.body());
+            // A line of the first event's block, not a block of its own:
+            // clients that read `retry:` only from a block with data see
+            // it, and those that hand every block to the application get
+            // no empty message for it.
+            batch
+                .body()
+                .extend_from_slice(format!("retry: {ms}\n").as_bytes());
             batch.frames += 1;
         }
         for p in prelude {
@@ -242,7 +248,9 @@ impl StreamWriter {
                 }
                 default(wait) => {
                     if self.heartbeat.is_some() && last_write.elapsed() >= heartbeat {
-                        batch.body().extend_from_slice(b": keep-alive\n\n");
+                        // A comment line that ends no block: no empty message
+                        // for clients that hand every block on.
+                        batch.body().extend_from_slice(b": keep-alive\n");
                         batch.frames += 1;
                         self.send(out, &mut batch)?;
                         last_write = Instant::now();
@@ -460,7 +468,7 @@ mod tests {
         assert!(!head.to_ascii_lowercase().contains("content-length"));
         let (body, terminated) = dechunk(&bytes[split..]);
         assert!(terminated);
-        assert_eq!(body, b"retry: 2000\n\ndata: one\n\ndata: two\n\n");
+        assert_eq!(body, b"retry: 2000\ndata: one\n\ndata: two\n\n");
     }
 
     #[test]
@@ -531,7 +539,7 @@ mod tests {
                 .run(r2, rx)
         });
         let started = Instant::now();
-        while !rec.bytes().starts_with(b": keep-alive\n\n") {
+        while !rec.bytes().starts_with(b": keep-alive\n") {
             assert!(started.elapsed() < Duration::from_secs(5), "no heartbeat");
             std::thread::sleep(Duration::from_millis(5));
         }
@@ -594,6 +602,6 @@ mod tests {
         assert!(matches!(end, StreamEnd::Evicted));
         let (body, terminated) = dechunk(&rec.bytes());
         assert!(terminated);
-        assert_eq!(body, b"retry: 2000\n\n");
+        assert_eq!(body, b"retry: 2000\n");
     }
 }
