@@ -143,7 +143,7 @@ impl Raw {
     }
 
     /// Reads until the response ends; the whole body.
-    fn to_end(&mut self) -> Vec<u8> {
+    fn read_to_end(&mut self) -> Vec<u8> {
         let deadline = Instant::now() + TIMEOUT;
         loop {
             self.decode();
@@ -262,7 +262,7 @@ fn retry_is_a_line_of_the_first_events_block() {
             format!("retry: 2000\nid: {id}\ndata: one\n\n").as_bytes()
         );
         srv.handle().shutdown();
-        let body = s.to_end();
+        let body = s.read_to_end();
         assert_eq!(
             body,
             format!("retry: 2000\nid: {id}\ndata: one\n\n").as_bytes()
@@ -356,7 +356,7 @@ fn gap_replay_and_end_parse_exactly() {
         let live = publish_ok(srv.addr(), "r", &json!("live"));
         s.until(b"data: live\n\n");
         srv.handle().shutdown();
-        let body = s.to_end();
+        let body = s.read_to_end();
         let gap = format!(
             "event: gap\ndata: {{\"lastEventId\":\"{last}\",\"oldestId\":\"{}\"}}\n\n",
             ids[2]
@@ -404,7 +404,7 @@ fn a_custom_route_starts_and_ends_the_same_way() {
             }),
     );
     for http10 in [false, true] {
-        let body = Raw::open(srv.addr(), "/three", http10, &[]).to_end();
+        let body = Raw::open(srv.addr(), "/three", http10, &[]).read_to_end();
         assert_eq!(body, b"retry: 700\ndata: 0\n\ndata: 1\n\ndata: 2\n\n");
         let (events, retry) = data_block_client(&body);
         assert_eq!((events.len(), retry), (3, Some(700)));
