@@ -295,8 +295,9 @@ impl Frame {
 pub(crate) const ID_ROOM: usize = 25;
 
 /// Anything a stream writer can put on the wire: an [`Event`] (encoded as it
-/// is written) or a pre-encoded [`Frame`].
-pub trait Encode {
+/// is written) or a pre-encoded [`Frame`]. Crate-private: the public
+/// `StreamWriter` has a method for each.
+pub(crate) trait Encode {
     /// Appends the wire bytes to `out`.
     fn encode_into(&self, out: &mut Vec<u8>);
 }

@@ -855,11 +855,6 @@ impl Subscription {
     pub fn is_evicted(&self) -> bool {
         self.evicted.load(Ordering::Acquire)
     }
-
-    pub(crate) fn evicted_flag(&self) -> Arc<AtomicBool> {
-        self.evicted.clone()
-    }
-
 }
 
 impl Drop for Subscription {

@@ -115,6 +115,7 @@
 mod client;
 mod config;
 mod demo;
+mod engine;
 mod event;
 mod files;
 mod host;
@@ -129,7 +130,7 @@ mod stream;
 
 pub use client::EventStream;
 pub use config::{Command, Config, ConfigError, USAGE};
-pub use event::{Encode, Event, EventError, Frame};
+pub use event::{Event, EventError, Frame};
 pub use hub::{Hub, HubLimits, PublishError, SubscribeError, Subscription, valid_topic};
 pub use metrics::Metrics;
 pub use reader::{Item, Message, SseReader};
