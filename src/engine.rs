@@ -126,7 +126,13 @@ impl Engine {
         let mut e = Engine {
             chunked: spec.chunked,
             heartbeat: spec.heartbeat,
-            buf: Vec::with_capacity(512),
+            // Small to start: an idle stream only ever holds its head,
+            // `retry:` and heartbeats, and a burst grows it once.
+            buf: if head {
+                spec.head(date)
+            } else {
+                Vec::with_capacity(512)
+            },
             pos: 0,
             open: None,
             frames: 0,
@@ -136,9 +142,6 @@ impl Engine {
             done: false,
             trim: false,
         };
-        if head {
-            e.buf = spec.head(date);
-        }
         if let Some(ms) = spec.retry {
             // A line of the first block (see the module's notes): no blank
             // line after it.

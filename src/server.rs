@@ -289,8 +289,9 @@ impl ServerBuilder {
         "header_timeout(Some(std::time::Duration::from_secs(10)))"
     );
     setter!(
-        /// Threads that write `/events` streams, each serving many of them over
-        /// non-blocking sockets; at least 1. By default one per core, at most 4.
+        /// Threads that write every stream (`/events`, custom routes, `/async`,
+        /// `/firehose`), each serving many of them over non-blocking sockets;
+        /// at least 1. By default one per core, at most 4.
         writer_threads, usize, |s, v| s.writer_threads = Some(v.max(1)), "writer_threads(2)"
     );
     setter!(
@@ -439,9 +440,17 @@ impl ServerBuilder {
         let mut threads = Vec::new();
         if shared.config.demo {
             let sh = shared.clone();
-            threads.push(spawn_named("tinysse-demo".into(), 256 * 1024, move || {
+            let demo = spawn_named("tinysse-demo".into(), 256 * 1024, move || {
                 crate::demo::producer(&sh)
-            })?);
+            });
+            match demo {
+                Ok(t) => threads.push(t),
+                Err(e) => {
+                    shared.pool.stop(Instant::now());
+                    shared.pool.join();
+                    return Err(e);
+                }
+            }
         }
         log::info!("listening on http://{local}");
         Ok(ServerHandle {
