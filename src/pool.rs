@@ -7,8 +7,8 @@
 //!   thread through the hub's [`Ready`] trait and wakes each thread at most
 //!   once (not once per subscriber);
 //! - a producer's bounded channel (custom routes, `/async`, `/firehose`):
-//!   crossbeam has no hook on `send`, so one relay thread per pool waits in
-//!   a `Select` over the receivers of every channel stream that has nothing
+//!   crossbeam has no hook on `send`, so a relay thread waits in a
+//!   `Select` over the receivers of the channel streams that have nothing
 //!   to write ("armed"). When one becomes ready (a frame, or the producer
 //!   dropped its sender), the relay disarms it and marks it ready on its
 //!   pool thread, the same way as the hub does. The pool thread takes from
@@ -16,6 +16,13 @@
 //!   empty hands it back to the relay. A slow client thus leaves frames in
 //!   its channel, whose bound blocks that producer only; and a busy stream
 //!   costs the relay nothing, as it is not armed while there is work.
+//!
+//!   Each wait registers with every armed channel, so it costs in
+//!   proportion to how many a relay watches: a relay watches at most
+//!   `RELAY_STREAMS` streams, and one more relay starts for each
+//!   `RELAY_STREAMS` channel streams open at once (one at start-up, so a
+//!   custom route's stream costs its producer thread and no other, up to
+//!   that many).
 //!
 //! What is in flight per stream is one batch of at most `BATCH_BYTES` plus
 //! its queue (the hub's `--queue`, or the channel's bound).
@@ -50,6 +57,10 @@ const STOP_LINGER: Duration = Duration::from_millis(200);
 const POOL_STACK: usize = 256 * 1024;
 /// The relay's stack: it only selects over channels.
 const RELAY_STACK: usize = 128 * 1024;
+/// Channel streams one relay watches at most: a wait costs a registration
+/// with each armed channel (about 0.1 us), so this bounds what one wake-up
+/// of a relay costs, however many streams are open.
+const RELAY_STREAMS: usize = 64;
 
 /// One pool thread's mailbox, shared with publishers and the relay.
 pub(crate) struct Inbox {
@@ -117,31 +128,47 @@ pub(crate) struct StreamSpec {
     pub(crate) hold: Box<dyn Any + Send>,
 }
 
-/// The pool: its threads' mailboxes, the relay, and the threads to join.
+/// The pool: its threads' mailboxes, the relays, and the threads to join.
 pub(crate) struct Pool {
     inboxes: Vec<Arc<Inbox>>,
     next_key: AtomicU64,
-    relay: Sender<RelayCmd>,
+    relays: Mutex<Relays>,
     threads: Mutex<Vec<JoinHandle<bool>>>,
 }
 
+struct Relays {
+    list: Vec<Arc<Relay>>,
+    /// Set by `stop`: no relay starts after it.
+    stopped: bool,
+}
+
+/// One relay thread's mailbox, and how many channel streams it serves.
+struct Relay {
+    cmds: Sender<RelayCmd>,
+    streams: AtomicUsize,
+}
+
 impl Pool {
-    /// Starts `threads` pool threads and the relay.
+    /// Starts `threads` pool threads and the first relay.
     pub(crate) fn start(threads: usize) -> io::Result<Pool> {
-        let (relay_tx, relay_rx) = unbounded();
-        let relay = thread::Builder::new()
-            .name("tinysse-relay".into())
-            .stack_size(RELAY_STACK)
-            .spawn(move || {
-                relay(relay_rx);
-                true
-            })?;
         let mut pool = Pool {
             inboxes: Vec::new(),
             next_key: AtomicU64::new(0),
-            relay: relay_tx,
-            threads: Mutex::new(vec![relay]),
+            relays: Mutex::new(Relays {
+                list: Vec::new(),
+                stopped: false,
+            }),
+            threads: Mutex::new(Vec::new()),
         };
+        let first = {
+            let mut relays = pool.relays.lock().unwrap_or_else(|p| p.into_inner());
+            pool.start_relay(&mut relays, 0)
+        };
+        if let Err(e) = first {
+            pool.stop(Instant::now());
+            pool.join();
+            return Err(e);
+        }
         for i in 0..threads.max(1) {
             if let Err(e) = pool.start_thread(i) {
                 pool.stop(Instant::now());
@@ -169,7 +196,7 @@ impl Pool {
             inbox: inbox.clone(),
             ready: ready_rx,
             cmds: cmd_rx,
-            relay: self.relay.clone(),
+            arms: Vec::new(),
             conns: HashMap::new(),
             again: VecDeque::new(),
             beats: BinaryHeap::new(),
@@ -205,6 +232,49 @@ impl Pool {
         })
     }
 
+    /// A relay with room for one more channel stream (counted), started if
+    /// every one is full.
+    fn relay_for_stream(&self) -> io::Result<Arc<Relay>> {
+        let mut relays = self.relays.lock().unwrap_or_else(|p| p.into_inner());
+        if relays.stopped {
+            return Err(io::Error::other("the writer pool has stopped"));
+        }
+        for r in &relays.list {
+            let room = r
+                .streams
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                    (n < RELAY_STREAMS).then_some(n + 1)
+                })
+                .is_ok();
+            if room {
+                return Ok(r.clone());
+            }
+        }
+        self.start_relay(&mut relays, 1)
+    }
+
+    /// Starts a relay serving `streams` channel streams.
+    fn start_relay(&self, relays: &mut Relays, streams: usize) -> io::Result<Arc<Relay>> {
+        let (cmds, rx) = unbounded();
+        let handle = thread::Builder::new()
+            .name("tinysse-relay".into())
+            .stack_size(RELAY_STACK)
+            .spawn(move || {
+                relay(rx);
+                true
+            })?;
+        self.threads
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(handle);
+        let r = Arc::new(Relay {
+            cmds,
+            streams: AtomicUsize::new(streams),
+        });
+        relays.list.push(r.clone());
+        Ok(r)
+    }
+
     /// Hands a stream's socket to the pool thread `notify` belongs to. The
     /// head and `retry:` go out first, then the feed's frames.
     pub(crate) fn add(
@@ -226,10 +296,12 @@ impl Pool {
             Feed::Events(rx) => Source::Channel {
                 rx: Watched::Events(rx),
                 armed: false,
+                relay: Released(self.relay_for_stream()?),
             },
             Feed::Frames(rx) => Source::Channel {
                 rx: Watched::Frames(rx),
                 armed: false,
+                relay: Released(self.relay_for_stream()?),
             },
         };
         let conn = Box::new(Conn {
@@ -259,7 +331,12 @@ impl Pool {
     /// are done, dropping those still open at `deadline`. Called again, an
     /// earlier deadline wins.
     pub(crate) fn stop(&self, deadline: Instant) {
-        let _ = self.relay.send(RelayCmd::Stop);
+        let mut relays = self.relays.lock().unwrap_or_else(|p| p.into_inner());
+        relays.stopped = true;
+        for r in &relays.list {
+            let _ = r.cmds.send(RelayCmd::Stop);
+        }
+        drop(relays);
         for i in &self.inboxes {
             let _ = i.cmds.send(Cmd::Stop(deadline));
             i.wake();
@@ -334,8 +411,8 @@ impl Watched {
 }
 
 enum RelayCmd {
-    /// Watch this channel until it has something, then mark it ready.
-    Arm(Armed),
+    /// Watch these channels until each has something, then mark it ready.
+    Arm(Vec<Armed>),
     /// The stream ended: let go of its receiver, so its producer's `send`
     /// fails.
     Disarm(u64),
@@ -356,6 +433,20 @@ fn relay(cmds: Receiver<RelayCmd>) {
     let mut armed: Vec<Armed> = Vec::new();
     let mut wake: Vec<Arc<dyn Wake>> = Vec::new();
     loop {
+        // Every command first: those that came while the relay was firing
+        // join this one wait instead of each costing one.
+        loop {
+            match cmds.try_recv() {
+                Ok(RelayCmd::Arm(list)) => armed.extend(list),
+                Ok(RelayCmd::Disarm(key)) => {
+                    if let Some(i) = armed.iter().position(|a| a.key == key) {
+                        armed.swap_remove(i);
+                    }
+                }
+                Ok(RelayCmd::Stop) | Err(TryRecvError::Disconnected) => return,
+                Err(TryRecvError::Empty) => break,
+            }
+        }
         let picked = {
             let mut sel = Select::new();
             sel.recv(&cmds);
@@ -365,18 +456,6 @@ fn relay(cmds: Receiver<RelayCmd>) {
             sel.ready()
         };
         if picked == 0 {
-            loop {
-                match cmds.try_recv() {
-                    Ok(RelayCmd::Arm(a)) => armed.push(a),
-                    Ok(RelayCmd::Disarm(key)) => {
-                        if let Some(i) = armed.iter().position(|a| a.key == key) {
-                            armed.swap_remove(i);
-                        }
-                    }
-                    Ok(RelayCmd::Stop) | Err(TryRecvError::Disconnected) => return,
-                    Err(TryRecvError::Empty) => break,
-                }
-            }
             continue;
         }
         // The one picked, and every other one with frames by now: one
@@ -413,7 +492,17 @@ enum Source {
         rx: Watched,
         /// The relay watches it (or has just marked it ready).
         armed: bool,
+        relay: Released,
     },
+}
+
+/// A stream's place on its relay, given back when the stream ends.
+struct Released(Arc<Relay>);
+
+impl Drop for Released {
+    fn drop(&mut self) {
+        self.0.streams.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 /// One stream, owned by one pool thread.
@@ -487,7 +576,12 @@ impl Conn {
 
     /// Writes whatever is pending and then what is queued, a few batches at
     /// most, never blocking.
-    fn service(&mut self, stopping: bool, now: Instant, relay: &Sender<RelayCmd>) -> Step {
+    fn service(
+        &mut self,
+        stopping: bool,
+        now: Instant,
+        arms: &mut Vec<(Arc<Relay>, Armed)>,
+    ) -> Step {
         for _ in 0..TURN_BATCHES {
             match self.flush(now) {
                 Ok(true) => {}
@@ -512,7 +606,7 @@ impl Conn {
                 self.engine.finish(StreamEnd::Finished);
             } else if got.frames == 0 {
                 if got.empty {
-                    self.arm(relay);
+                    self.arm(arms);
                 }
                 return Step::Idle;
             }
@@ -562,7 +656,7 @@ impl Conn {
                 }
                 got.evicted = sub.is_evicted();
             }
-            Source::Channel { rx, armed } => {
+            Source::Channel { rx, armed, .. } => {
                 // Listed by the relay: it has let go of the channel.
                 if self.notify.listed.swap(false, Ordering::AcqRel) {
                     *armed = false;
@@ -576,17 +670,22 @@ impl Conn {
         got
     }
 
-    /// Has the relay watch the channel, unless it does already.
-    fn arm(&mut self, relay: &Sender<RelayCmd>) {
-        if let Source::Channel { rx, armed } = &mut self.source
+    /// Has the relay watch the channel, unless it does already: queued in
+    /// `arms`, which the thread sends once per loop, in one message per
+    /// relay.
+    fn arm(&mut self, arms: &mut Vec<(Arc<Relay>, Armed)>) {
+        if let Source::Channel { rx, armed, relay } = &mut self.source
             && !*armed
         {
             *armed = true;
-            let _ = relay.send(RelayCmd::Arm(Armed {
-                key: self.key,
-                rx: rx.clone_rx(),
-                notify: self.notify.clone(),
-            }));
+            arms.push((
+                relay.0.clone(),
+                Armed {
+                    key: self.key,
+                    rx: rx.clone_rx(),
+                    notify: self.notify.clone(),
+                },
+            ));
         }
     }
 
@@ -614,7 +713,8 @@ struct Worker {
     inbox: Arc<Inbox>,
     ready: Receiver<u64>,
     cmds: Receiver<Cmd>,
-    relay: Sender<RelayCmd>,
+    /// Channels to hand to their relays at the end of this loop.
+    arms: Vec<(Arc<Relay>, Armed)>,
     conns: HashMap<u64, Box<Conn>>,
     /// Streams with more queued than one turn wrote.
     again: VecDeque<u64>,
@@ -714,6 +814,7 @@ impl Worker {
                 self.service(key, now);
             }
             self.heartbeats(now);
+            self.send_arms();
             if now.duration_since(last_scan) >= STALL_SCAN {
                 last_scan = now;
                 self.drop_stalled(now);
@@ -757,7 +858,7 @@ impl Worker {
     fn service(&mut self, key: u64, now: Instant) {
         let stopping = self.stopping.is_some();
         let step = match self.conns.get_mut(&key) {
-            Some(c) => c.service(stopping, now, &self.relay),
+            Some(c) => c.service(stopping, now, &mut self.arms),
             None => return,
         };
         match step {
@@ -770,10 +871,32 @@ impl Worker {
     fn remove(&mut self, key: u64) {
         if let Some(mut c) = self.conns.remove(&key) {
             let _ = self.poll.registry().deregister(&mut c.sock);
-            if let Source::Channel { armed: true, .. } = c.source {
-                let _ = self.relay.send(RelayCmd::Disarm(key));
+            if let Source::Channel {
+                armed: true, relay, ..
+            } = &c.source
+            {
+                // Not sent yet, or sent: either way the relay lets go of the
+                // receiver, so the producer's `send` fails.
+                self.arms.retain(|(_, a)| a.key != key);
+                let _ = relay.0.cmds.send(RelayCmd::Disarm(key));
             }
             self.inbox.load.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Sends the channels armed in this loop, one message per relay.
+    fn send_arms(&mut self) {
+        while let Some((relay, first)) = self.arms.pop() {
+            let mut batch = vec![first];
+            let mut i = 0;
+            while i < self.arms.len() {
+                if Arc::ptr_eq(&self.arms[i].0, &relay) {
+                    batch.push(self.arms.swap_remove(i).1);
+                } else {
+                    i += 1;
+                }
+            }
+            let _ = relay.cmds.send(RelayCmd::Arm(batch));
         }
     }
 
