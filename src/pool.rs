@@ -233,11 +233,12 @@ impl Pool {
     }
 
     /// A relay with room for one more channel stream (counted), started if
-    /// every one is full.
-    fn relay_for_stream(&self) -> io::Result<Arc<Relay>> {
+    /// every one is full; `None` once the pool is stopping, when a stream
+    /// is ended at once and needs none.
+    fn relay_for_stream(&self) -> io::Result<Option<Released>> {
         let mut relays = self.relays.lock().unwrap_or_else(|p| p.into_inner());
         if relays.stopped {
-            return Err(io::Error::other("the writer pool has stopped"));
+            return Ok(None);
         }
         for r in &relays.list {
             let room = r
@@ -247,10 +248,10 @@ impl Pool {
                 })
                 .is_ok();
             if room {
-                return Ok(r.clone());
+                return Ok(Some(Released(r.clone())));
             }
         }
-        self.start_relay(&mut relays, 1)
+        self.start_relay(&mut relays, 1).map(|r| Some(Released(r)))
     }
 
     /// Starts a relay serving `streams` channel streams.
@@ -296,12 +297,12 @@ impl Pool {
             Feed::Events(rx) => Source::Channel {
                 rx: Watched::Events(rx),
                 armed: false,
-                relay: Released(self.relay_for_stream()?),
+                relay: self.relay_for_stream()?,
             },
             Feed::Frames(rx) => Source::Channel {
                 rx: Watched::Frames(rx),
                 armed: false,
-                relay: Released(self.relay_for_stream()?),
+                relay: self.relay_for_stream()?,
             },
         };
         let conn = Box::new(Conn {
@@ -492,7 +493,8 @@ enum Source {
         rx: Watched,
         /// The relay watches it (or has just marked it ready).
         armed: bool,
-        relay: Released,
+        /// `None` for a stream added while the pool stops.
+        relay: Option<Released>,
     },
 }
 
@@ -674,7 +676,11 @@ impl Conn {
     /// `arms`, which the thread sends once per loop, in one message per
     /// relay.
     fn arm(&mut self, arms: &mut Vec<(Arc<Relay>, Armed)>) {
-        if let Source::Channel { rx, armed, relay } = &mut self.source
+        if let Source::Channel {
+            rx,
+            armed,
+            relay: Some(relay),
+        } = &mut self.source
             && !*armed
         {
             *armed = true;
@@ -872,7 +878,9 @@ impl Worker {
         if let Some(mut c) = self.conns.remove(&key) {
             let _ = self.poll.registry().deregister(&mut c.sock);
             if let Source::Channel {
-                armed: true, relay, ..
+                armed: true,
+                relay: Some(relay),
+                ..
             } = &c.source
             {
                 // Not sent yet, or sent: either way the relay lets go of the
