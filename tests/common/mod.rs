@@ -489,26 +489,6 @@ pub fn shared() -> RwLockReadGuard<'static, ()> {
     ONE_AT_A_TIME.read().unwrap_or_else(|p| p.into_inner())
 }
 
-/// Sends `raw` on a fresh connection and reads until the server closes (10 s
-/// at most): the status (0 when refused or closed without an answer) and
-/// every byte of the answer.
-pub fn exchange_raw(addr: SocketAddr, raw: &[u8]) -> (u16, Vec<u8>) {
-    let Ok(mut s) = TcpStream::connect_timeout(&addr, Duration::from_secs(5)) else {
-        return (0, Vec::new());
-    };
-    let _ = s.set_read_timeout(Some(TIMEOUT));
-    if s.write_all(raw).is_err() {
-        return (0, Vec::new());
-    }
-    let mut out = Vec::new();
-    let _ = s.read_to_end(&mut out);
-    let status = std::str::from_utf8(out.get(9..12).unwrap_or(b""))
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0);
-    (status, out)
-}
-
 /// Whether the tests run as root (mounts, namespaces).
 pub fn is_root() -> bool {
     Command::new("id")
