@@ -1031,19 +1031,16 @@ fn open_client(url: &str) -> Result<Client, RedisError> {
         }
         _ => return Err(bad("expected redis://host[:port][/db]", None)),
     }
-    match Client::open(url) {
-        Ok(c) => Ok(c),
-        Err(e) => {
-            let reason = e.detail().unwrap_or("it does not parse").to_string();
-            let reason = match e.to_string() {
-                s if s.starts_with("Redis URL did not parse") => "it does not parse".into(),
-                s if s.contains("Invalid database number") => "invalid database number".into(),
-                s if s.contains("Missing hostname") => "missing host".into(),
-                _ => one_line(&reason),
-            };
-            Err(bad(&reason, Some(e)))
-        }
-    }
+    Client::open(url).map_err(|e| {
+        // The library's text is `description - Kind[: detail]`; none of
+        // its URL errors quote the password.
+        let text = e.to_string().replacen(" - InvalidClientConfig", "", 1);
+        let reason = match one_line(&text) {
+            t if t.starts_with("Redis URL did not parse") => "it does not parse".to_string(),
+            t => t.chars().take(100).collect(),
+        };
+        bad(&reason, Some(e))
+    })
 }
 
 fn addr_text(addr: &ConnectionAddr) -> String {
