@@ -161,6 +161,15 @@ pub enum RedisError {
         /// The client library's error.
         source: Option<redis::RedisError>,
     },
+    /// The publish went out, the connection broke before the answer, and
+    /// Redis did not come back within the timeout to say whether it ran:
+    /// the event may exist (then every follower delivers it).
+    MaybePublished {
+        /// `host:port` or socket path.
+        addr: String,
+        /// The client library's error when the connection broke.
+        source: Option<redis::RedisError>,
+    },
     /// Redis answered with an error, or with something this engine does
     /// not understand.
     Failed {
@@ -199,6 +208,11 @@ impl fmt::Display for RedisError {
                 reason,
                 ..
             } => write!(f, "Redis at {addr} unavailable ({during}): {reason}"),
+            RedisError::MaybePublished { addr, .. } => write!(
+                f,
+                "Redis at {addr} went away during the publish and did not come back in time: \
+                 the event may have been published"
+            ),
             RedisError::Failed {
                 addr,
                 during,
@@ -214,6 +228,7 @@ impl std::error::Error for RedisError {
         match self {
             RedisError::BadUrl { source, .. }
             | RedisError::Unavailable { source, .. }
+            | RedisError::MaybePublished { source, .. }
             | RedisError::Failed { source, .. } => source
                 .as_ref()
                 .map(|e| e as &(dyn std::error::Error + 'static)),
@@ -224,12 +239,13 @@ impl std::error::Error for RedisError {
 
 /// The publish script. Keys (one hash tag, so one slot): the id counter,
 /// the data set's first id, the topic's stream, the topic's last id, the
-/// notification stream. Arguments: topic, payload, history, age in µs and
+/// notification stream, and this publish's token (a retry finds its id
+/// there). Arguments: topic, payload, history, age in µs and
 /// in ms (0 = off), notification length, the highest id this instance has
 /// seen (so an emptied Redis whose clock is behind still never reuses an
 /// id someone saw), and the deadline in Redis's clock (µs) after which
-/// the caller has given up. It answers `{id, now}`, or `{'late', now}`
-/// without writing anything.
+/// the caller has given up, and the token's lifetime in ms. It answers
+/// `{id, now}`, or `{'late', now}` without writing anything.
 ///
 /// Lua numbers are doubles: ids stay exact below 2^53 µs (the year 2255),
 /// and are written with `%.0f`, never with `tostring` (which would print
@@ -239,6 +255,10 @@ pub const PUBLISH_LUA: &str = r#"#!lua
 local function int(n) return string.format('%.0f', n) end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+-- A retry of a publish that ran but whose answer was lost (Redis went away
+-- right after): the same answer again, not a second event.
+local done = redis.call('GET', KEYS[6])
+if done then return {done, int(now)} end
 -- The caller gave up by now (Redis was hung, or the script waited in a
 -- socket): publish nothing, or a failed publish would appear later.
 if now > tonumber(ARGV[8]) then return {'late', int(now)} end
@@ -284,6 +304,7 @@ end
 redis.call('XADD', KEYS[5], 'MAXLEN', '~', ARGV[6], sid .. '-0',
   't', ARGV[1], 'p', ARGV[2], 'v', int(seq))
 redis.call('SET', KEYS[1], sid)
+redis.call('SET', KEYS[6], sid, 'PX', ARGV[9])
 return {sid, int(now)}
 "#;
 
@@ -319,7 +340,20 @@ struct Shared {
     seen: AtomicU64,
     /// Redis's clock as seen from here, for the publish deadline.
     clock: Mutex<Clock>,
+    /// Random, so that publish tokens differ between instances and runs.
+    nonce: u64,
+    tokens: AtomicU64,
 }
+
+/// A call that failed: the error, and whether the request may have run in
+/// Redis with its answer lost (the connection broke after it went out).
+struct CallError {
+    error: RedisError,
+    lost: bool,
+}
+
+/// Pause between a publish's retries while Redis comes back.
+const RETRY_PAUSE: Duration = Duration::from_millis(20);
 
 /// A reading of Redis's `TIME`: `redis_us` at local instant `at`, known
 /// within `rtt / 2`.
@@ -391,6 +425,8 @@ impl RedisStore {
                 redis_us: 0,
                 rtt: Duration::MAX,
             }),
+            nonce: nonce(),
+            tokens: AtomicU64::new(0),
         };
         let deadline = Instant::now() + shared.opts.connect_timeout + shared.opts.command_timeout;
         let mut con = shared.open(deadline, "connect")?;
@@ -436,24 +472,53 @@ impl RedisStore {
     /// An error means nothing was published: the script carries a deadline
     /// in Redis's clock, three quarters into the timeout, and past it writes
     /// nothing, so a publish stuck in a hung Redis does not appear once it
-    /// resumes. The exception is an answer lost after the script ran (the
-    /// connection cut at that very moment, or the answer delayed by more
-    /// than a quarter of the timeout): the event then exists, and every
-    /// follower delivers it.
+    /// resumes. When the connection breaks after the request went out
+    /// (Redis killed, or shut down before answering), the publish retries
+    /// with the same token until Redis is back, and a run that happened
+    /// answers with its id instead of publishing twice; if Redis is not
+    /// back in time, [`RedisError::MaybePublished`] says so. The one case
+    /// left: an answer delayed (not lost) by more than a quarter of the
+    /// timeout, after the script ran.
     pub fn publish(&self, topic: &str, payload: &[u8]) -> Result<Published, RedisError> {
         let sh = &*self.shared;
         let start = Instant::now();
         let budget = sh.opts.command_timeout;
         let give_up = start + budget;
         let run_by = start + (budget - budget / 4);
-        let mut retried = false;
+        let token = sh.token();
+        let mut clock_retried = false;
+        // Set once a request went out and its answer was lost: from then
+        // on only Redis can tell whether it ran, so retry (with the same
+        // token) until it does or time is up.
+        let mut lost: Option<RedisError> = None;
         loop {
             let left = run_by.saturating_duration_since(Instant::now());
             let deadline = sh.redis_now() + left.as_micros() as u64;
             let sent = Instant::now();
-            let (reply, now) = sh.with_conn("publish", give_up, |con| {
-                sh.run_publish(con, topic, payload, deadline)
-            })?;
+            let call = sh.with_conn("publish", give_up, |con| {
+                sh.run_publish(con, topic, payload, deadline, &token)
+            });
+            let (reply, now) = match call {
+                Ok(r) => r,
+                Err(e) if e.lost || lost.is_some() => {
+                    if e.lost {
+                        lost = Some(e.error);
+                    }
+                    if Instant::now() + RETRY_PAUSE >= give_up {
+                        let source = match lost {
+                            Some(RedisError::Unavailable { source, .. }) => source,
+                            _ => None,
+                        };
+                        return Err(RedisError::MaybePublished {
+                            addr: sh.addr.clone(),
+                            source,
+                        });
+                    }
+                    thread::sleep(RETRY_PAUSE);
+                    continue;
+                }
+                Err(e) => return Err(e.error),
+            };
             if let Ok(id) = reply.parse::<u64>() {
                 sh.sample(sent, now, false);
                 sh.saw(id);
@@ -467,10 +532,11 @@ impl RedisStore {
                     source: None,
                 });
             }
-            // Refused as late, yet quickly: Redis's clock moved (stepped,
-            // or drifted from the reading). Read it again, retry once.
+            // Refused as late (so no earlier try ran: its token would have
+            // answered). Quickly: Redis's clock moved (stepped, or drifted
+            // from the reading); read it again and retry once.
             sh.sample(sent, now, true);
-            if retried || Instant::now() > start + (run_by - start) / 2 {
+            if clock_retried || Instant::now() > start + (run_by - start) / 2 {
                 return Err(RedisError::Unavailable {
                     addr: sh.addr.clone(),
                     during: "publish",
@@ -478,7 +544,7 @@ impl RedisStore {
                     source: None,
                 });
             }
-            retried = true;
+            clock_retried = true;
         }
     }
 
@@ -505,7 +571,9 @@ impl RedisStore {
                 .arg(history);
         }
         let until = Instant::now() + sh.opts.command_timeout;
-        let reply: Vec<Value> = sh.with_conn("replay", until, |con| pipe.query(con))?;
+        let reply: Vec<Value> = sh
+            .with_conn("replay", until, |con| pipe.query(con))
+            .map_err(|e| e.error)?;
         let bad = |what: &str| RedisError::Failed {
             addr: sh.addr.clone(),
             during: "replay",
@@ -560,6 +628,8 @@ impl RedisStore {
             }));
         }
         events.sort_by_key(|e| e.id);
+        // A topic named twice.
+        events.dedup_by_key(|e| e.id);
         sh.saw(upto);
         Ok(Replayed { events, gap, upto })
     }
@@ -568,9 +638,11 @@ impl RedisStore {
     pub fn highest_id(&self) -> Result<u64, RedisError> {
         let sh = &*self.shared;
         let until = Instant::now() + sh.opts.command_timeout;
-        let seq: Option<u64> = sh.with_conn("read the id counter", until, |con| {
-            redis::cmd("GET").arg(&sh.keys.seq).query(con)
-        })?;
+        let seq: Option<u64> = sh
+            .with_conn("read the id counter", until, |con| {
+                redis::cmd("GET").arg(&sh.keys.seq).query(con)
+            })
+            .map_err(|e| e.error)?;
         let seq = seq.unwrap_or(0);
         sh.saw(seq);
         Ok(seq)
@@ -810,6 +882,7 @@ impl Shared {
         topic: &str,
         payload: &[u8],
         deadline: u64,
+        token: &str,
     ) -> redis::RedisResult<(String, u64)> {
         let o = &self.opts;
         let age_us = o.history_age.map_or(0, |a| a.as_micros().max(1)) as u64;
@@ -820,12 +893,19 @@ impl Shared {
             self.keys.topic(topic),
             self.keys.last(topic),
             self.keys.notify.clone(),
+            token.to_string(),
         ];
+        // Long enough for every retry of this publish (they end within
+        // `command_timeout`), short enough to cost little memory.
+        let token_ms = (2 * o.command_timeout.as_millis()).max(1000) as u64;
         let floor = self.seen.load(Ordering::Relaxed);
         let args = |c: &mut redis::Cmd| {
             c.arg(keys.len()).arg(&keys[..]).arg(topic).arg(payload);
             c.arg(o.history.max(1)).arg(age_us).arg(age_ms);
-            c.arg(o.notify_len.max(1)).arg(floor).arg(deadline);
+            c.arg(o.notify_len.max(1))
+                .arg(floor)
+                .arg(deadline)
+                .arg(token_ms);
         };
         let mut evalsha = redis::cmd("EVALSHA");
         evalsha.arg(&self.sha);
@@ -906,32 +986,46 @@ impl Shared {
         during: &'static str,
         deadline: Instant,
         f: impl FnOnce(&mut Connection) -> redis::RedisResult<T>,
-    ) -> Result<T, RedisError> {
+    ) -> Result<T, CallError> {
+        let before = |error| CallError { error, lost: false };
         let mut con = loop {
             let Some(idle) = self.idle().pop() else {
-                break self.open(deadline, during)?;
+                break self.open(deadline, during).map_err(before)?;
             };
             let mut con = idle.con;
             if idle.since.elapsed() < CHECK_IDLE_AFTER {
                 break con;
             }
-            arm(&con, deadline).map_err(|e| self.error(during, e))?;
+            arm(&con, deadline).map_err(|e| before(self.error(during, e)))?;
             match redis::cmd("PING").query::<()>(&mut con) {
                 Ok(()) => break con,
                 // Hung: another connection would hang too.
-                Err(e) if e.is_timeout() => return Err(self.error(during, e)),
+                Err(e) if e.is_timeout() => return Err(before(self.error(during, e))),
                 // Closed while idle (a Redis restart): try the next one.
                 Err(_) => continue,
             }
         };
-        arm(&con, deadline).map_err(|e| self.error(during, e))?;
+        arm(&con, deadline).map_err(|e| before(self.error(during, e)))?;
         match f(&mut con) {
             Ok(v) => {
                 self.put_back(con);
                 Ok(v)
             }
-            Err(e) => Err(self.error(during, e)),
+            Err(e) => {
+                // Broken, not slow: a timeout means the time is up anyway.
+                let lost = !e.is_timeout() && (e.is_connection_dropped() || e.is_io_error());
+                Err(CallError {
+                    error: self.error(during, e),
+                    lost,
+                })
+            }
         }
+    }
+
+    /// A key no other publish, here or on another instance, ever uses.
+    fn token(&self) -> String {
+        let n = self.tokens.fetch_add(1, Ordering::Relaxed);
+        format!("{}:k:{:016x}-{n}", self.keys.prefix, self.nonce)
     }
 
     fn timed_out(&self, during: &'static str) -> RedisError {
@@ -946,6 +1040,18 @@ impl Shared {
     fn error(&self, during: &'static str, e: redis::RedisError) -> RedisError {
         classify(&self.addr, during, e)
     }
+}
+
+/// 64 random bits from the standard library's hasher keys (seeded by the
+/// OS), mixed with the process id and the time.
+fn nonce() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u32(std::process::id());
+    if let Ok(t) = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH) {
+        h.write_u128(t.as_nanos());
+    }
+    h.finish()
 }
 
 /// Sets both socket timeouts to what is left before `deadline`.
