@@ -8,7 +8,9 @@
 //! resumes after the last id it delivered. Each entry also carries the id
 //! that came before it (in its topic, and in the notification stream), so
 //! a reader knows for sure whether anything between was trimmed or lost:
-//! a `gap` is reported exactly, never guessed from lengths.
+//! a `gap` is reported exactly, never guessed from lengths. A publish
+//! carries a deadline and a token, so that one reported as failed does not
+//! appear later, and one whose answer was lost is not published twice.
 //!
 //! The hub wires it in (issue #13); docs/redis.md has the keys, the
 //! script, the id scheme, the replay-to-live handover and the faults.
