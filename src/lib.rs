@@ -155,6 +155,8 @@ mod reader;
 mod request;
 mod routes;
 mod server;
+mod state;
+mod store;
 #[cfg(feature = "redis")]
 mod store_redis;
 mod store_sqlite;
