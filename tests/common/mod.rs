@@ -11,7 +11,8 @@
 //! - [`tcp`]: raw sockets, for what a well-behaved client would not send
 //!   or would not wait for (partial heads, stalls, pipelining, answers read
 //!   byte by byte);
-//! - [`nginx`]: a real nginx in front of a server.
+//! - [`nginx`]: a real nginx in front of a server;
+//! - [`redis`]: a real `redis-server` for the Redis engine's tests.
 #![allow(dead_code)]
 
 use std::io::{Read, Write};
@@ -411,6 +412,16 @@ pub fn skip_or_fail(test: &str, reason: &str, install: &str) -> bool {
     // of a passing test, which would hide the line from a plain `cargo test`.
     let _ = writeln!(std::io::stderr(), "{line}");
     false
+}
+
+/// A loopback port free when asked (bound, read, released): for a program
+/// the test starts that must be told its port (nginx, redis-server); it
+/// may be taken before that program binds it, so callers check it started.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
 }
 
 /// A directory of its own under the system temp dir, removed when dropped.

@@ -3,7 +3,7 @@
 //! (tests/publish.rs). Needs `nginx` (and `openssl` for `Nginx`) on the
 //! PATH; callers check with `common::require` first.
 
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::thread;
@@ -11,13 +11,7 @@ use std::time::{Duration, Instant};
 
 /// A directory removed when dropped.
 pub use super::TempDir;
-
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port()
-}
+use super::free_port;
 
 /// nginx (master and worker) with its temp dir; stopped and removed on drop.
 pub struct Nginx {
