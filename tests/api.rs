@@ -1,24 +1,13 @@
 //! The library surface as an embedding program meets it: defaults, errors
-//! for unusable settings, and the types it shares across threads.
+//! for unusable settings, the client's refusals, and the types it shares
+//! across threads. (What a custom route's handler sees is in routes.rs.)
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
+mod common;
+
 use std::time::Duration;
 
-use tinysse::{Event, EventStream, Server, StartError, StreamRequest};
-
-fn get_status(addr: std::net::SocketAddr, path: &str) -> u16 {
-    let mut s = TcpStream::connect(addr).expect("connect");
-    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut head = [0u8; 12];
-    s.read_exact(&mut head).expect("a status line");
-    std::str::from_utf8(&head[9..12]).unwrap().parse().unwrap()
-}
+use common::get;
+use tinysse::{EventStream, Server, StartError, StreamRequest};
 
 #[test]
 fn shared_types_cross_threads() {
@@ -36,10 +25,11 @@ fn shared_types_cross_threads() {
 #[test]
 fn the_library_builder_serves_no_demo_and_no_files() {
     let server = Server::builder().addr("127.0.0.1:0").start().unwrap();
-    assert_eq!(get_status(server.addr(), "/async"), 404);
-    assert_eq!(get_status(server.addr(), "/"), 404);
-    assert_eq!(get_status(server.addr(), "/healthz"), 200);
-    // Nothing publishes on its own.
+    assert_eq!(get(server.addr(), "/async").status, 404);
+    assert_eq!(get(server.addr(), "/").status, 404);
+    assert_eq!(get(server.addr(), "/healthz").status, 200);
+    // Nothing publishes on its own: an absence, so the wait is the test's
+    // (the binary's demo publishes once a second).
     std::thread::sleep(Duration::from_millis(1200));
     assert_eq!(server.metrics().events_published(), 0);
     assert!(server.join());
@@ -114,94 +104,6 @@ fn the_client_refuses_header_injection() {
     .err();
     assert_eq!(e.map(|e| e.kind()), Some(std::io::ErrorKind::InvalidInput));
     server.join();
-}
-
-#[test]
-fn a_route_handler_resumes_from_last_event_id() {
-    let server = Server::builder()
-        .addr("127.0.0.1:0")
-        .retry(None)
-        .stream_route("/count", |rq, tx| {
-            let after: u64 = rq.last_event_id().and_then(|v| v.parse().ok()).unwrap_or(0);
-            for n in after + 1..=after + 2 {
-                let ev = Event::data(n.to_string()).with_id(n.to_string()).unwrap();
-                if tx.send(ev).is_err() {
-                    return;
-                }
-            }
-        })
-        .start()
-        .unwrap();
-    let read = |headers: &[(&str, &str)], target: &str| -> Vec<String> {
-        let s = EventStream::connect(server.addr(), target, headers).unwrap();
-        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-        s.map(|m| m.unwrap().data).collect()
-    };
-    assert_eq!(read(&[], "/count"), ["1", "2"]);
-    assert_eq!(read(&[("Last-Event-ID", "7")], "/count"), ["8", "9"]);
-    assert_eq!(read(&[], "/count?lastEventId=3"), ["4", "5"]);
-    // The header wins over the query parameter, as on /events.
-    assert_eq!(
-        read(&[("Last-Event-ID", "10")], "/count?lastEventId=3"),
-        ["11", "12"]
-    );
-    assert!(server.join());
-}
-
-#[test]
-fn a_panicking_handler_ends_its_stream_cleanly() {
-    let server = Server::builder()
-        .addr("127.0.0.1:0")
-        .retry(None)
-        .stream_route("/boom", |_rq, tx| {
-            let _ = tx.send(Event::data("before"));
-            panic!("handler bug");
-        })
-        .start()
-        .unwrap();
-    let s = EventStream::connect(server.addr(), "/boom", &[]).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    let got: Vec<String> = s.map(|m| m.unwrap().data).collect();
-    assert_eq!(got, ["before"]);
-    // The server goes on serving.
-    assert_eq!(get_status(server.addr(), "/healthz"), 200);
-    assert!(server.join());
-}
-
-#[test]
-fn a_stream_without_retry_gets_its_head_at_once() {
-    let server = Server::builder()
-        .addr("127.0.0.1:0")
-        .retry(None)
-        .start()
-        .unwrap();
-    let started = std::time::Instant::now();
-    let s = EventStream::connect(server.addr(), "/events?topic=t", &[]).unwrap();
-    assert_eq!(s.status(), 200);
-    // Not held back until the first heartbeat (15 s).
-    assert!(
-        started.elapsed() < Duration::from_secs(3),
-        "{:?}",
-        started.elapsed()
-    );
-    s.close();
-    server.join();
-}
-
-#[test]
-fn an_event_published_before_shutdown_is_written_before_the_end() {
-    // The writer used to pick the shutdown arm over queued frames at random
-    // (about one run in twenty): repeat enough to catch that.
-    for round in 0..100 {
-        let server = Server::builder().addr("127.0.0.1:0").start().unwrap();
-        let mut s = EventStream::connect(server.addr(), "/events?topic=t", &[]).unwrap();
-        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-        server.hub().publish("t", &Event::data("last")).unwrap();
-        assert!(server.join());
-        let got = s.next_message().unwrap().map(|m| m.data);
-        assert_eq!(got.as_deref(), Some("last"), "round {round}");
-        assert_eq!(s.next_message().unwrap(), None);
-    }
 }
 
 #[test]

@@ -3,24 +3,9 @@
 
 mod common;
 
-use std::process::Command;
 use std::time::Duration;
 
 use common::*;
-
-fn run(args: &[&str], env: &[(&str, &str)]) -> (Option<i32>, String, String) {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_tinysse"));
-    cmd.args(args);
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    let out = cmd.output().expect("run tinysse");
-    (
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
 
 #[test]
 fn bad_flags_exit_2_with_one_line_naming_them() {
@@ -36,7 +21,7 @@ fn bad_flags_exit_2_with_one_line_naming_them() {
         (&[], &[("TINYSSE_QUEUE", "zero")], "TINYSSE_QUEUE"),
         (&[], &[("TINYSSE_DEMO", "maybe")], "TINYSSE_DEMO"),
     ] {
-        let (code, out, err) = run(args, env);
+        let (code, out, err) = run_bin(args, env);
         assert_eq!(code, Some(2), "{args:?} {env:?}: {err}");
         assert_eq!(err.lines().count(), 1, "{args:?}: {err}");
         assert!(err.contains(name), "{args:?}: {err}");
@@ -46,12 +31,12 @@ fn bad_flags_exit_2_with_one_line_naming_them() {
 
 #[test]
 fn help_and_version_exit_0() {
-    let (code, out, _) = run(&["--help"], &[]);
+    let (code, out, _) = run_bin(&["--help"], &[]);
     assert_eq!(code, Some(0));
     for flag in ["--addr", "--public", "--heartbeat", "--retry", "--no-demo"] {
         assert!(out.contains(flag), "help lacks {flag}");
     }
-    let (code, out, _) = run(&["--version"], &[]);
+    let (code, out, _) = run_bin(&["--version"], &[]);
     assert_eq!(code, Some(0));
     assert_eq!(out.trim(), format!("tinysse {}", env!("CARGO_PKG_VERSION")));
 }
@@ -78,7 +63,7 @@ fn first_line_names_the_bound_port_and_flags_win_over_env() {
 fn a_port_in_use_is_an_error_not_a_hang() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = taken.local_addr().unwrap().to_string();
-    let (code, out, err) = run(&["--addr", &addr], &[]);
+    let (code, out, err) = run_bin(&["--addr", &addr], &[]);
     assert_eq!(code, Some(1), "{err}");
     assert!(err.contains(&addr), "{err}");
     assert!(!out.contains("listening"));
@@ -90,7 +75,7 @@ fn a_port_in_use_is_an_error_not_a_hang() {
 fn the_readme_states_the_defaults_help_prints() {
     let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md"))
         .expect("README.md");
-    let (code, help, _) = run(&["--help"], &[]);
+    let (code, help, _) = run_bin(&["--help"], &[]);
     assert_eq!(code, Some(0));
     let mut checked = 0;
     // | `--flag ARG` | `TINYSSE_X` | `default` | meaning |

@@ -2,6 +2,8 @@
 //! each is started as a process, talked to over 127.0.0.1, and must exit
 //! cleanly within a bound.
 
+mod common;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
@@ -125,8 +127,9 @@ impl Drop for Proc {
     }
 }
 
+/// A stream that answered 200, with room for an example's slow steps.
 fn connect(addr: SocketAddr, target: &str) -> EventStream {
-    let s = EventStream::connect(addr, target, &[]).expect("connect");
+    let s = common::sse(addr, target, &[]);
     assert_eq!(s.status(), 200, "{target}");
     s.set_read_timeout(Some(Duration::from_secs(20)))
         .expect("timeout");

@@ -22,7 +22,11 @@ use tinysse::redis_engine::{Followed, Follower, RedisError, RedisEvent, RedisOpt
 const LIMIT: Duration = Duration::from_secs(20);
 
 fn have_redis(test: &str) -> bool {
-    require(test, &["redis-server", "redis-cli"], INSTALL)
+    require(
+        &format!("redis_store::{test}"),
+        &["redis-server", "redis-cli"],
+        INSTALL,
+    )
 }
 
 fn opts(r: &RedisServer) -> RedisOptions {
@@ -760,7 +764,7 @@ fn bad_and_unreachable_urls_are_errors() {
     );
 
     // Nothing listens there: Redis unavailable, in time, not a config error.
-    let port = common::redis::free_port();
+    let port = common::free_port();
     let mut o = RedisOptions::new(format!("redis://:s3cret@127.0.0.1:{port}/"));
     o.connect_timeout = Duration::from_millis(500);
     let t = Instant::now();

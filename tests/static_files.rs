@@ -1,10 +1,11 @@
-//! Static files: content types, directories, HEAD, and no way out of the
-//! public directory.
+//! Static files: content types, directories, HEAD, `nosniff`, and no way
+//! out of the public directory.
 
 mod common;
 
 use std::path::PathBuf;
 
+use common::tcp;
 use common::*;
 
 fn public_fixture(name: &str) -> (PathBuf, PathBuf) {
@@ -128,4 +129,35 @@ fn unknown_paths_and_methods() {
     assert_eq!(r.status, 405);
     srv.stop();
     let _ = std::fs::remove_dir_all(base);
+}
+
+#[test]
+fn static_files_carry_nosniff() {
+    let dir = std::env::temp_dir().join(format!("tinysse-nosniff-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("index.html"), "<p>hi</p>").unwrap();
+    std::fs::write(dir.join("notes.txt"), "<script>alert(1)</script>").unwrap();
+    let srv = start(builder().public_dir(Some(dir.clone())));
+    let a = srv.addr();
+    for target in ["/", "/notes.txt"] {
+        let r = get(a, target);
+        assert_eq!(r.status, 200, "{target}");
+        assert_eq!(
+            r.header("X-Content-Type-Options"),
+            Some("nosniff"),
+            "{target}"
+        );
+    }
+    let head = format!("HEAD /notes.txt HTTP/1.1\r\nHost: {a}\r\nConnection: close\r\n\r\n");
+    let (out, closed) = tcp::send_to_close(a, head.as_bytes(), TIMEOUT);
+    assert!(closed);
+    let out = String::from_utf8_lossy(&out);
+    let (status, headers, body) = tcp::split_head(&out);
+    assert_eq!((status, body), (200, ""));
+    assert_eq!(
+        tcp::header(&headers, "X-Content-Type-Options"),
+        Some("nosniff")
+    );
+    srv.stop();
+    let _ = std::fs::remove_dir_all(dir);
 }

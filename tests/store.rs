@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{Bin, TempDir, get, publish_json, publish_ok, sse};
+use common::{Bin, TempDir, get, metric, publish_json, publish_ok, run_bin, sse, tcp};
 
 fn server(store: &Path, extra: &[&str]) -> Bin {
     let store = store.to_str().expect("a UTF-8 path");
@@ -110,7 +110,7 @@ fn survives_sigkill(sync: &str) {
     // Let them publish for a while, then kill the server mid-flight.
     let started = Instant::now();
     assert!(common::wait_until(Duration::from_secs(10), || {
-        metric(addr, "tinysse_events_published_total") >= 200
+        metric(addr, "tinysse_events_published_total").is_some_and(|n| n >= 200)
             || started.elapsed() > Duration::from_secs(3)
     }));
     bin.signal("KILL");
@@ -150,7 +150,7 @@ fn survives_sigkill(sync: &str) {
 /// A publish's id, or `None` once the server is gone (refused, reset, or a
 /// connection closed without an answer).
 fn publish_json_or_gone(addr: SocketAddr, body: &str) -> Option<u64> {
-    let (status, out) = common::exchange_raw(
+    let (status, out) = tcp::exchange(
         addr,
         format!(
             "POST /publish HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\
@@ -158,6 +158,7 @@ fn publish_json_or_gone(addr: SocketAddr, body: &str) -> Option<u64> {
             body.len()
         )
         .as_bytes(),
+        common::TIMEOUT,
     );
     if status != 200 {
         return None;
@@ -166,14 +167,6 @@ fn publish_json_or_gone(addr: SocketAddr, body: &str) -> Option<u64> {
     let json = &text[text.find('{')?..];
     let v: serde_json::Value = serde_json::from_str(json.trim()).ok()?;
     v["id"].as_str()?.parse().ok()
-}
-
-fn metric(addr: SocketAddr, name: &str) -> u64 {
-    get(addr, "/metrics")
-        .body
-        .lines()
-        .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
-        .unwrap_or(0)
 }
 
 #[test]
@@ -217,13 +210,12 @@ fn bad_files_are_refused_and_left_untouched() {
         (&corrupt, "corrupt"),
     ] {
         let before = std::fs::read(file).unwrap();
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_tinysse"))
-            .args(["--addr", "127.0.0.1:0", "--no-demo", "--store"])
-            .arg(file)
-            .output()
-            .unwrap();
-        assert_eq!(out.status.code(), Some(2), "{}", file.display());
-        let err = String::from_utf8_lossy(&out.stderr);
+        let path = file.to_str().expect("a UTF-8 path");
+        let (code, _, err) = run_bin(
+            &["--addr", "127.0.0.1:0", "--no-demo", "--store", path],
+            &[],
+        );
+        assert_eq!(code, Some(2), "{}", file.display());
         assert_eq!(err.lines().count(), 1, "{err}");
         assert!(err.contains(&*file.to_string_lossy()), "{err}");
         assert!(
@@ -256,7 +248,7 @@ fn history_age_drops_old_events_with_a_gap() {
     let old = publish_ok(bin.addr, "aging", &serde_json::json!("old"));
     let before = old - 1;
     let aged = common::wait_until(Duration::from_secs(10), || {
-        metric(bin.addr, "tinysse_topics") == 0
+        metric(bin.addr, "tinysse_topics") == Some(0)
     });
     assert!(aged, "the topic was not forgotten");
     let mut s = sse(

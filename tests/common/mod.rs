@@ -1,5 +1,18 @@
-//! Helpers shared by the integration tests: start the real server on
-//! 127.0.0.1:0 and talk raw HTTP to it over `TcpStream`.
+//! The integration tests' one helper module: start the real server on
+//! 127.0.0.1:0 (in process, or the binary as a child) and talk HTTP to it
+//! over `TcpStream`.
+//!
+//! - here: the server ([`builder`], [`start`], [`Bin`]), whole requests
+//!   and answers ([`raw`], [`get`], [`request`], [`publish_ok`], [`sse`],
+//!   [`metric`]), polling ([`wait_until`]), `/proc` readings, temporary
+//!   directories, network namespaces, the skip policy ([`require`],
+//!   [`skip_or_fail`]) and the guard for tests that must run alone
+//!   ([`alone`], [`shared`]);
+//! - [`tcp`]: raw sockets, for what a well-behaved client would not send
+//!   or would not wait for (partial heads, stalls, pipelining, answers read
+//!   byte by byte);
+//! - [`nginx`]: a real nginx in front of a server;
+//! - [`redis`]: a real `redis-server` for the Redis engine's tests.
 #![allow(dead_code)]
 
 use std::io::{Read, Write};
@@ -7,12 +20,14 @@ use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, Instant};
 
 use tinysse::{EventStream, ServerBuilder, ServerHandle};
 
 pub mod nginx;
 pub mod redis;
+pub mod tcp;
 
 pub const TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -399,6 +414,16 @@ pub fn skip_or_fail(test: &str, reason: &str, install: &str) -> bool {
     false
 }
 
+/// A loopback port free when asked (bound, read, released): for a program
+/// the test starts that must be told its port (nginx, redis-server); it
+/// may be taken before that program binds it, so callers check it started.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+}
+
 /// A directory of its own under the system temp dir, removed when dropped.
 pub struct TempDir(pub PathBuf);
 
@@ -426,24 +451,54 @@ impl Drop for TempDir {
     }
 }
 
-/// Sends `raw` on a fresh connection and reads until the server closes (10 s
-/// at most): the status (0 when refused or closed without an answer) and
-/// every byte of the answer.
-pub fn exchange_raw(addr: SocketAddr, raw: &[u8]) -> (u16, Vec<u8>) {
-    let Ok(mut s) = TcpStream::connect_timeout(&addr, Duration::from_secs(5)) else {
-        return (0, Vec::new());
-    };
-    let _ = s.set_read_timeout(Some(TIMEOUT));
-    if s.write_all(raw).is_err() {
-        return (0, Vec::new());
+/// A metric's value from `/metrics`; `None` when it is not there or the
+/// server did not answer (so a poll can run while the server starts or
+/// stops).
+pub fn metric(addr: SocketAddr, name: &str) -> Option<u64> {
+    let req = "GET /metrics HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n";
+    let (status, out) = tcp::exchange(addr, req.as_bytes(), Duration::from_secs(5));
+    if status != 200 {
+        return None;
     }
-    let mut out = Vec::new();
-    let _ = s.read_to_end(&mut out);
-    let status = std::str::from_utf8(out.get(9..12).unwrap_or(b""))
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0);
-    (status, out)
+    String::from_utf8_lossy(&out)
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// Runs the binary with `args` and `env` to its exit: the exit code, stdout
+/// and stderr (for flags it refuses, `--help`, and the like).
+pub fn run_bin(args: &[&str], env: &[(&str, &str)]) -> (Option<i32>, String, String) {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_tinysse"));
+    cmd.args(args);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().expect("run tinysse");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Tests of one file run on several threads at once (`cargo test` runs one
+/// per core). A test that measures latency, or counts the whole process's
+/// threads or descriptors, would count the others' work as its own: it
+/// takes [`alone`] for its whole run, and every other test of its file
+/// takes [`shared`], so none of them runs meanwhile.
+static ONE_AT_A_TIME: RwLock<()> = RwLock::new(());
+
+/// No test of this binary that holds [`shared`] (or `alone`) runs until
+/// the guard drops.
+pub fn alone() -> RwLockWriteGuard<'static, ()> {
+    // A test that failed holding the guard poisoned it; the next still runs.
+    ONE_AT_A_TIME.write().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Runs beside other [`shared`] tests, never beside an [`alone`] one.
+pub fn shared() -> RwLockReadGuard<'static, ()> {
+    ONE_AT_A_TIME.read().unwrap_or_else(|p| p.into_inner())
 }
 
 /// Whether the tests run as root (mounts, namespaces).

@@ -1,8 +1,9 @@
-//! A real nginx running `deploy/nginx.conf` in front of a tinysse, for the
-//! proxy tests (tests/nginx.rs, tests/nginx_smuggling.rs). Needs `nginx`
-//! and `openssl` on the PATH; callers check with `common::require` first.
+//! A real nginx in front of a tinysse: [`Nginx`] runs `deploy/nginx.conf`
+//! (tests/deployment.rs), [`Custom`] a config of the test's own
+//! (tests/publish.rs). Needs `nginx` (and `openssl` for `Nginx`) on the
+//! PATH; callers check with `common::require` first.
 
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::thread;
@@ -10,13 +11,7 @@ use std::time::{Duration, Instant};
 
 /// A directory removed when dropped.
 pub use super::TempDir;
-
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port()
-}
+use super::free_port;
 
 /// nginx (master and worker) with its temp dir; stopped and removed on drop.
 pub struct Nginx {
@@ -122,17 +117,7 @@ http {{
         );
         let conf = d.join("nginx.conf");
         std::fs::write(&conf, main).expect("write nginx.conf");
-        let child = Command::new("nginx")
-            .arg("-p")
-            .arg(&d)
-            .arg("-c")
-            .arg(&conf)
-            .arg("-g")
-            .arg(format!("daemon off; pid {t}/nginx.pid;"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start nginx");
+        let child = spawn(&d, &conf);
         let mut nginx = Nginx {
             child,
             dir,
@@ -141,46 +126,13 @@ http {{
             plain,
             buffered,
         };
-        nginx.wait_ready();
+        wait_ready(&mut nginx.child, &nginx.dir.0, &[tls, plain, buffered]);
         nginx
-    }
-
-    fn wait_ready(&mut self) {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                let mut err = String::new();
-                if let Some(mut e) = self.child.stderr.take() {
-                    let _ = std::io::Read::read_to_string(&mut e, &mut err);
-                }
-                panic!(
-                    "nginx exited ({status}) at start: {err}{}",
-                    self.error_log()
-                );
-            }
-            let up = [self.tls, self.plain, self.buffered].iter().all(|p| {
-                TcpStream::connect_timeout(
-                    &SocketAddr::from(([127, 0, 0, 1], *p)),
-                    Duration::from_millis(200),
-                )
-                .is_ok()
-            });
-            if up {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "nginx did not listen within 10 s{}",
-                self.error_log()
-            );
-            thread::sleep(Duration::from_millis(20));
-        }
     }
 
     /// nginx's error log, for a failure message.
     pub fn error_log(&self) -> String {
-        let log = std::fs::read_to_string(self.dir.0.join("error.log")).unwrap_or_default();
-        format!("\n--- nginx error.log ---\n{log}")
+        error_log(&self.dir.0)
     }
 
     /// The URL of `path` on the TLS server.
@@ -191,29 +143,141 @@ http {{
 
 impl Drop for Nginx {
     fn drop(&mut self) {
-        // A killed master leaves its worker behind, still listening: ask the
-        // master to stop, and only then fall back to killing it.
-        let _ = Command::new("nginx")
-            .arg("-p")
-            .arg(&self.dir.0)
-            .arg("-c")
-            .arg(&self.conf)
-            .arg("-g")
-            .arg(format!("pid {}/nginx.pid;", self.dir.0.display()))
-            .args(["-s", "stop"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        stop(&mut self.child, &self.dir.0, &self.conf);
     }
+}
+
+/// nginx with a config of the test's own: `http_extra` in `http {}`,
+/// `server_body` in its one `server {}`, listening on a free loopback port
+/// (`addr`). Stopped and its directory removed on drop.
+pub struct Custom {
+    child: Child,
+    dir: TempDir,
+    conf: PathBuf,
+    pub addr: SocketAddr,
+}
+
+impl Custom {
+    pub fn start(http_extra: &str, server_body: &str) -> Custom {
+        let dir = TempDir::new();
+        let d = dir.0.display();
+        let port = free_port();
+        let conf = dir.0.join("nginx.conf");
+        let text = format!(
+            "worker_processes 1;
+error_log {d}/error.log;
+events {{ worker_connections 64; }}
+http {{
+    access_log off;
+    client_body_temp_path {d}/body;
+    proxy_temp_path {d}/proxy;
+    fastcgi_temp_path {d}/fastcgi;
+    uwsgi_temp_path {d}/uwsgi;
+    scgi_temp_path {d}/scgi;
+    {http_extra}
+    server {{
+        listen 127.0.0.1:{port};
+        {server_body}
+    }}
+}}
+"
+        );
+        std::fs::write(&conf, text).expect("write nginx.conf");
+        let child = spawn(&dir.0, &conf);
+        let mut custom = Custom {
+            child,
+            dir,
+            conf,
+            addr: SocketAddr::from(([127, 0, 0, 1], port)),
+        };
+        wait_ready(&mut custom.child, &custom.dir.0, &[port]);
+        custom
+    }
+}
+
+impl Drop for Custom {
+    fn drop(&mut self) {
+        stop(&mut self.child, &self.dir.0, &self.conf);
+    }
+}
+
+/// nginx in the foreground with `conf`, its pid file in `dir`.
+fn spawn(dir: &Path, conf: &Path) -> Child {
+    Command::new("nginx")
+        .arg("-p")
+        .arg(dir)
+        .arg("-c")
+        .arg(conf)
+        .arg("-g")
+        .arg(format!("daemon off; pid {}/nginx.pid;", dir.display()))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start nginx")
+}
+
+/// Waits until nginx accepts on every one of `ports`; fails, with its error
+/// log, if it exits or takes longer than 10 s.
+fn wait_ready(child: &mut Child, dir: &Path, ports: &[u16]) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            let mut err = String::new();
+            if let Some(mut e) = child.stderr.take() {
+                let _ = std::io::Read::read_to_string(&mut e, &mut err);
+            }
+            panic!("nginx exited ({status}) at start: {err}{}", error_log(dir));
+        }
+        let up = ports.iter().all(|p| {
+            TcpStream::connect_timeout(
+                &SocketAddr::from(([127, 0, 0, 1], *p)),
+                Duration::from_millis(200),
+            )
+            .is_ok()
+        });
+        if up {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "nginx did not listen within 10 s{}",
+            error_log(dir)
+        );
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// nginx's error log in `dir`, for a failure message.
+fn error_log(dir: &Path) -> String {
+    let log = std::fs::read_to_string(dir.join("error.log")).unwrap_or_default();
+    format!("\n--- nginx error.log ---\n{log}")
+}
+
+/// Stops the nginx that `spawn` started with `conf` in `dir`.
+fn stop(child: &mut Child, dir: &Path, conf: &Path) {
+    // A killed master leaves its worker behind, still listening: ask the
+    // master to stop, and only then fall back to killing it.
+    let _ = Command::new("nginx")
+        .arg("-p")
+        .arg(dir)
+        .arg("-c")
+        .arg(conf)
+        .arg("-g")
+        .arg(format!("pid {}/nginx.pid;", dir.display()))
+        .args(["-s", "stop"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < deadline {
+        if let Ok(Some(_)) = child.try_wait() {
+            return;
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
 }
 
 /// Replaces each `from` exactly where it occurs; a missing one fails the
