@@ -112,6 +112,7 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+mod auth;
 mod client;
 mod config;
 mod demo;
@@ -127,6 +128,10 @@ mod routes;
 mod server;
 mod stream;
 
+pub use auth::{
+    Action, AuthError, AuthRequest, Authorize, Authorizer, Claims, DEFAULT_LEEWAY, Grant,
+    JwtAlgorithm, KeyError, Pattern, PatternError, TOKEN_COOKIE, TOKEN_QUERY, token_from,
+};
 pub use client::EventStream;
 pub use config::{Command, Config, ConfigError, USAGE};
 pub use event::{Encode, Event, EventError, Frame};
