@@ -510,8 +510,8 @@ impl std::error::Error for KeyError {}
 ///   confusion" attack: the public key used as an HMAC secret).
 /// - `exp` and `nbf` are honoured with a leeway ([`DEFAULT_LEEWAY`], 30 s)
 ///   for clocks that disagree. A token without `exp` never expires: mint
-///   browser tokens with one. `exp` and `nbf` are whole seconds (a
-///   fractional one is `401`). `aud`, `iss` and `sub` are not checked.
+///   browser tokens with one. `exp` and `nbf` are seconds since the Unix
+///   epoch (a fraction is rounded). `aud`, `iss` and `sub` are not checked.
 /// - The claim `tinysse` = `{"publish": [...], "subscribe": [...]}` lists
 ///   patterns; a missing claim or list allows nothing, an invalid pattern in
 ///   it makes the token malformed (`401`).
@@ -591,6 +591,29 @@ impl Authorizer {
         }
         let key = DecodingKey::from_secret(secret).map_err(|_| KeyError::new("unusable secret"))?;
         Ok(Authorizer::new(key, JwtAlgorithm::Hs256))
+    }
+
+    /// Accepts HS256 tokens signed with the key in a file, as
+    /// `--jwt-secret-file` reads it: the file's bytes without trailing line
+    /// breaks (`openssl rand -hex 32 > jwt.key` writes one).
+    ///
+    /// ```
+    /// let path = std::env::temp_dir().join(format!("tinysse-doc-key-{}", std::process::id()));
+    /// std::fs::write(&path, "0123456789abcdef0123456789abcdef\n")?;
+    /// let auth = tinysse::Authorizer::from_secret_file(&path);
+    /// std::fs::remove_file(&path)?;
+    /// assert_eq!(auth?.algorithm(), tinysse::JwtAlgorithm::Hs256);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn from_secret_file(path: impl AsRef<std::path::Path>) -> Result<Authorizer, KeyError> {
+        let path = path.as_ref();
+        let bytes = std::fs::read(path)
+            .map_err(|e| KeyError::new(format!("cannot read {}: {e}", path.display())))?;
+        let end = bytes
+            .iter()
+            .rposition(|b| !matches!(b, b'\r' | b'\n'))
+            .map_or(0, |i| i + 1);
+        Authorizer::from_secret(&bytes[..end])
     }
 
     /// Accepts tokens signed by the private half of a PEM public key: RS256
@@ -842,8 +865,8 @@ fn jwt_reason(kind: &jsonwebtoken::errors::ErrorKind) -> &'static str {
         K::InvalidAlgorithm | K::InvalidAlgorithmName | K::UnsupportedAlgorithm => {
             "token algorithm refused"
         }
-        K::InvalidClaimFormat(c) if c == "exp" => "token exp is not a whole number of seconds",
-        K::InvalidClaimFormat(c) if c == "nbf" => "token nbf is not a whole number of seconds",
+        K::InvalidClaimFormat(c) if c == "exp" => "token exp is not a number of seconds",
+        K::InvalidClaimFormat(c) if c == "nbf" => "token nbf is not a number of seconds",
         _ => "malformed token",
     }
 }
@@ -869,10 +892,25 @@ fn claims_from(payload: &Value) -> Result<Claims, AuthError> {
         Some(c @ Value::Object(_)) => (list(c, "publish")?, list(c, "subscribe")?),
         Some(_) => return Err(malformed()),
     };
+    // As jsonwebtoken reads `exp` (a fraction rounds), so the grant ends
+    // when validation would start refusing; an `exp` read one way there and
+    // another here must refuse, never grant without end.
+    let exp = match payload.get("exp") {
+        None => None,
+        Some(v) => Some(
+            v.as_u64()
+                .or_else(|| {
+                    v.as_f64()
+                        .filter(|f| f.is_finite() && *f >= 0.0 && *f < u64::MAX as f64)
+                        .map(|f| f.round() as u64)
+                })
+                .ok_or_else(|| unauthorized("token exp is not a number of seconds"))?,
+        ),
+    };
     Ok(Claims {
         publish,
         subscribe,
-        exp: payload.get("exp").and_then(Value::as_u64),
+        exp,
     })
 }
 
@@ -1206,6 +1244,38 @@ mod tests {
         );
         assert_eq!(cookie("tinysse_token", TOKEN_COOKIE), None);
         assert_eq!(cookie("", TOKEN_COOKIE), None);
+    }
+
+    #[test]
+    fn request_token_from_headers_query_and_every_cookie_header() {
+        let rq = |target: &str, headers: &[(&str, &str)]| {
+            let mut rq = StreamRequest::new("GET", target);
+            rq.headers = headers
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
+            rq
+        };
+        fn token(r: &StreamRequest) -> Option<&str> {
+            AuthRequest::new(Action::Subscribe, r).token()
+        }
+        let r = rq(
+            "/events?access_token=Q",
+            &[("authorization", "Bearer H"), ("Cookie", "tinysse_token=C")],
+        );
+        assert_eq!(token(&r), Some("H"));
+        let r = rq(
+            "/events?access_token=Q",
+            &[("Authorization", "Basic x"), ("Cookie", "tinysse_token=C")],
+        );
+        assert_eq!(token(&r), Some("Q"));
+        // A proxy may split cookies over several headers.
+        let r = rq(
+            "/events",
+            &[("Cookie", "a=1"), ("cookie", "b=2; tinysse_token=C2")],
+        );
+        assert_eq!(token(&r), Some("C2"));
+        assert_eq!(token(&rq("/events", &[("Cookie", "a=1")])), None);
     }
 
     #[test]
