@@ -1048,10 +1048,22 @@ pub enum Action {
 
 /// A request as an [`Authorize`] check sees it: the action, and the request
 /// itself (headers, query, peer address).
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy)]
 pub struct AuthRequest<'a> {
     action: Action,
     request: &'a StreamRequest,
+}
+
+impl fmt::Debug for AuthRequest<'_> {
+    // By hand: headers and query may hold the token.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AuthRequest")
+            .field("action", &self.action)
+            .field("method", &self.request.method())
+            .field("path", &self.request.path())
+            .field("remote_addr", &self.request.remote_addr())
+            .finish_non_exhaustive()
+    }
 }
 
 impl<'a> AuthRequest<'a> {
@@ -1276,6 +1288,15 @@ mod tests {
         );
         assert_eq!(token(&r), Some("C2"));
         assert_eq!(token(&rq("/events", &[("Cookie", "a=1")])), None);
+        let r = rq(
+            "/events?access_token=SECRET1",
+            &[("Cookie", "tinysse_token=SECRET2")],
+        );
+        let shown = format!("{:?}", AuthRequest::new(Action::Publish, &r));
+        assert!(
+            shown.contains("Publish") && !shown.contains("SECRET"),
+            "{shown}"
+        );
     }
 
     #[test]
