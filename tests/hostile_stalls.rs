@@ -140,8 +140,7 @@ fn pipelined_answers_never_read_hold_no_one_else() {
                 let Ok(mut s) = TcpStream::connect(addr) else {
                     break;
                 };
-                s.set_write_timeout(Some(Duration::from_millis(300)))
-                    .unwrap();
+                s.set_write_timeout(Some(Duration::from_millis(300))).unwrap();
                 while !stop.load(Ordering::Relaxed) && s.write_all(&burst).is_ok() {}
                 open.push(s);
             }
