@@ -138,6 +138,7 @@
 #![deny(missing_docs)]
 #![deny(missing_debug_implementations)]
 
+mod auth;
 mod client;
 pub mod defaults;
 mod event;
@@ -153,6 +154,10 @@ mod server;
 mod store_sqlite;
 mod stream;
 
+pub use auth::{
+    Action, AuthError, AuthRequest, Authorize, Authorizer, Claims, DEFAULT_LEEWAY, Grant,
+    JwtAlgorithm, KeyError, Pattern, PatternError, TOKEN_COOKIE, TOKEN_QUERY, token_from,
+};
 pub use client::EventStream;
 pub use event::{Encode, Event, EventError, Frame};
 pub use hub::{Hub, PublishError, SubscribeError, Subscription, valid_topic};
