@@ -20,6 +20,7 @@
 //! (`hmac`'s `verify_slice`). See `docs/auth.md`.
 
 use std::fmt;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
@@ -760,7 +761,19 @@ impl Authorizer {
         }
         let data = jsonwebtoken::decode::<Value>(token, &self.key, &self.validation)
             .map_err(|e| unauthorized(jwt_reason(e.kind())))?;
-        claims_from(&data.claims)
+        let claims = claims_from(&data.claims)?;
+        // jsonwebtoken compares whole seconds, so it accepts a token for up
+        // to a second past `exp` + leeway, when its grant has ended: a
+        // client reconnecting as its stream ends would be handed a stream
+        // that ends at once. Refused from the grant's end on.
+        if self
+            .grant(&claims)
+            .expires_at()
+            .is_some_and(|end| SystemTime::now() >= end)
+        {
+            return Err(unauthorized("token expired"));
+        }
+        Ok(claims)
     }
 
     /// Decides a subscription to `topics`:
@@ -1039,11 +1052,20 @@ fn cookie<'a>(header: &'a str, name: &str) -> Option<&'a str> {
 
 /// What is being asked for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Action {
     /// `GET /events` (and the topics are the subscribed ones).
     Subscribe,
-    /// `POST /publish` (and the topic is the published one).
+    /// `POST /publish`. Asked twice: first with no topic, before the body
+    /// is read (a refusal then is answered before the body, as the
+    /// contract's error order wants `401` before `415`), then with the
+    /// topic once the body is parsed.
     Publish,
+    /// A custom stream route, or `/firehose` (no topics; the route is
+    /// [`AuthRequest::request`]'s path). The JWT [`Authorizer`] lets every
+    /// one through: a route is the embedding program's own, and it decides
+    /// here who may open it.
+    Stream,
 }
 
 /// A request as an [`Authorize`] check sees it: the action, and the request
@@ -1114,22 +1136,30 @@ impl<'a> AuthRequest<'a> {
     /// assert_eq!(AuthRequest::new(Action::Subscribe, &rq).token(), Some("T"));
     /// ```
     pub fn token(&self) -> Option<&'a str> {
-        let rq = self.request;
-        token_from(rq.header("Authorization"), rq.query(TOKEN_QUERY), None).or_else(|| {
+        request_token(self.request).map(|(t, _)| t)
+    }
+}
+
+/// The request's token and whether it came from the cookie.
+fn request_token(rq: &StreamRequest) -> Option<(&str, bool)> {
+    token_from(rq.header("Authorization"), rq.query(TOKEN_QUERY), None)
+        .map(|t| (t, false))
+        .or_else(|| {
             rq.headers
                 .iter()
                 .filter(|(k, _)| k.eq_ignore_ascii_case("cookie"))
                 .find_map(|(_, v)| cookie(v, TOKEN_COOKIE))
+                .map(|t| (t, true))
         })
-    }
 }
 
 /// A decision on who may subscribe or publish: the JWT [`Authorizer`], or
 /// an embedding program's own check. Any
 /// `Fn(&AuthRequest, &[&str]) -> Result<Grant, AuthError>` that is
-/// `Send + Sync` is one; it gets the request and the topics (one for a
-/// publish), runs on the request's thread before anything is subscribed or
-/// published, and must not block for long.
+/// `Send + Sync` is one; it gets the request and the topics (see
+/// [`Action`] for what each action passes), runs on the request's thread
+/// before anything is subscribed or published, and must not block for
+/// long. A server takes one with [`ServerBuilder::authorize`](crate::ServerBuilder::authorize).
 ///
 /// ```
 /// use tinysse::{Action, AuthError, AuthRequest, Authorize, Grant, StreamRequest};
@@ -1145,6 +1175,7 @@ impl<'a> AuthRequest<'a> {
 ///             Ok(Grant::unlimited())
 ///         }
 ///         Action::Publish => Err(AuthError::Forbidden("publishing is local".into())),
+///         _ => Ok(Grant::unlimited()), // custom stream routes stay open
 ///     }
 /// };
 /// let rq = StreamRequest::new("GET", "/events?topic=a");
@@ -1185,6 +1216,7 @@ impl Authorize for Authorizer {
         let token = request.token();
         match request.action() {
             Action::Subscribe => self.check_subscribe(token, topics),
+            Action::Stream => Ok(Grant::unlimited()),
             Action::Publish => {
                 let mut grant = Grant::unlimited();
                 for topic in topics {
@@ -1197,6 +1229,95 @@ impl Authorize for Authorizer {
                 }
                 Ok(grant)
             }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// A server's check
+
+/// The check a server runs: the JWT rules, asked in two steps for a publish
+/// (the token before the body is read, the topic once it is parsed), or an
+/// embedding program's own [`Authorize`].
+#[derive(Clone)]
+pub(crate) enum AuthCheck {
+    Jwt(Arc<Authorizer>),
+    Custom(Arc<dyn Authorize>),
+}
+
+impl fmt::Debug for AuthCheck {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            AuthCheck::Jwt(a) => a.fmt(f),
+            AuthCheck::Custom(_) => f.write_str("Custom(..)"),
+        }
+    }
+}
+
+/// What the first step of a publish's check found.
+pub(crate) enum PublishPass {
+    /// A valid token's claims, and whether the token came from the cookie.
+    Jwt(Claims, bool),
+    /// The custom check let it through; it is asked again with the topic.
+    Custom,
+}
+
+impl AuthCheck {
+    /// `GET /events` (and its `HEAD`) for `topics`.
+    pub(crate) fn subscribe(
+        &self,
+        rq: &StreamRequest,
+        topics: &[&str],
+    ) -> Result<Grant, AuthError> {
+        let ar = AuthRequest::new(Action::Subscribe, rq);
+        match self {
+            AuthCheck::Jwt(a) => a.authorize(&ar, topics),
+            AuthCheck::Custom(c) => c.authorize(&ar, topics),
+        }
+    }
+
+    /// A custom stream route or `/firehose`.
+    pub(crate) fn stream(&self, rq: &StreamRequest) -> Result<Grant, AuthError> {
+        let ar = AuthRequest::new(Action::Stream, rq);
+        match self {
+            AuthCheck::Jwt(a) => a.authorize(&ar, &[]),
+            AuthCheck::Custom(c) => c.authorize(&ar, &[]),
+        }
+    }
+
+    /// A publish, before its body is read: `401` (or a custom check's
+    /// refusal) comes first in the contract's error order.
+    pub(crate) fn publish_head(&self, rq: &StreamRequest) -> Result<PublishPass, AuthError> {
+        match self {
+            AuthCheck::Jwt(a) => {
+                let (token, from_cookie) =
+                    request_token(rq).ok_or_else(|| unauthorized("no token"))?;
+                Ok(PublishPass::Jwt(a.verify(token)?, from_cookie))
+            }
+            AuthCheck::Custom(c) => c
+                .authorize(&AuthRequest::new(Action::Publish, rq), &[])
+                .map(|_| PublishPass::Custom),
+        }
+    }
+
+    /// A publish to `topic`, once the body is parsed: `403` for a topic the
+    /// token does not cover. A JWT is not verified again.
+    pub(crate) fn publish_topic(
+        &self,
+        rq: &StreamRequest,
+        pass: &PublishPass,
+        topic: &str,
+    ) -> Result<(), AuthError> {
+        match (self, pass) {
+            (_, PublishPass::Jwt(claims, _)) if claims.may_publish(topic) => Ok(()),
+            (_, PublishPass::Jwt(..)) => Err(AuthError::Forbidden(format!(
+                "token does not allow publishing to {}",
+                shown_topic(topic)
+            ))),
+            (AuthCheck::Custom(c), PublishPass::Custom) => c
+                .authorize(&AuthRequest::new(Action::Publish, rq), &[topic])
+                .map(drop),
+            (AuthCheck::Jwt(_), PublishPass::Custom) => Err(unauthorized("token was not checked")),
         }
     }
 }
