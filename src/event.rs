@@ -103,7 +103,7 @@ impl Event {
             .map_err(EventError::Json)
     }
 
-    /// A comment frame (`: text`), ignored by clients; used for heartbeats.
+    /// A comment frame (`: text`), ignored by clients.
     ///
     /// ```
     /// assert_eq!(tinysse::Event::comment("keep-alive").to_bytes(), b": keep-alive\n\n");
@@ -415,8 +415,9 @@ impl From<Event> for Frame {
 pub(crate) const ID_ROOM: usize = 25;
 
 /// Anything a stream writer can put on the wire: an [`Event`] (encoded as it
-/// is written) or a pre-encoded [`Frame`].
-pub trait Encode {
+/// is written) or a pre-encoded [`Frame`]. Crate-private: the public
+/// `StreamWriter` has a method for each.
+pub(crate) trait Encode {
     /// Appends the wire bytes to `out`.
     fn encode_into(&self, out: &mut Vec<u8>);
 }

@@ -43,7 +43,28 @@ use crossbeam_channel::{Receiver, Sender, unbounded};
 use crate::defaults;
 use crate::event::{Event, Frame, ID_ROOM};
 use crate::metrics::Metrics;
-use crate::pool::{Inbox, Notify};
+
+/// How the hub tells whoever serves a subscription (its owner: a writer
+/// pool thread) that it has something to do: a frame was queued, or it was
+/// evicted. The hub calls [`queued`](Ready::queued) under the topic's lock,
+/// for every subscriber a publish reaches; the owner records the subscriber
+/// as ready there and says which thread, if any, must be woken. The hub
+/// wakes each such thread once per publish, after the lock: a burst of
+/// publishes costs one wake-up per owning thread, not one per subscriber,
+/// and no wake-up is a syscall made while publishers wait on the lock.
+pub(crate) trait Ready: Send + Sync {
+    /// Records that the subscriber has something to do. Cheap and never
+    /// blocking (it runs under the topic's lock). Returns the thread to
+    /// wake, or `None` when the subscriber was already recorded (whoever
+    /// recorded it woke the thread, or the thread is busy with it).
+    fn queued(&self) -> Option<&Arc<dyn Wake>>;
+}
+
+/// Wakes the thread that owns ready subscribers (see [`Ready`]).
+pub(crate) trait Wake: Send + Sync {
+    /// Wakes the thread; cheap when it is awake or a wake-up is on its way.
+    fn wake(&self);
+}
 
 /// The clock a hub reads, in µs since the Unix epoch: ids are seeded from
 /// it, and `history_age` measures with it. Injected in tests to set the
@@ -338,7 +359,7 @@ struct Subscriber {
     multi_topic: bool,
     /// Set for a subscriber served by the writer pool: it is woken through
     /// its pool thread, once per publish for all it serves.
-    notify: Option<Notify>,
+    ready: Option<Arc<dyn Ready>>,
 }
 
 impl Default for Hub {
@@ -871,13 +892,13 @@ impl Hub {
         self.subscribe_with(topics, last_event_id, None)
     }
 
-    /// Like [`subscribe`](Self::subscribe), for a subscriber the writer pool
-    /// serves: each publish lists it with `notify`.
+    /// Like [`subscribe`](Self::subscribe), for a subscriber whose owner
+    /// learns through `ready` that it has something to do.
     pub(crate) fn subscribe_with<S: AsRef<str>>(
         &self,
         topics: &[S],
         last_event_id: Option<u64>,
-        notify: Option<Notify>,
+        ready: Option<Arc<dyn Ready>>,
     ) -> Result<Subscription, SubscribeError> {
         if topics.is_empty() {
             return Err(SubscribeError::NoTopic);
@@ -953,7 +974,7 @@ impl Hub {
                 queue: tx.clone(),
                 evicted: evicted.clone(),
                 multi_topic,
-                notify: notify.clone(),
+                ready: ready.clone(),
             });
             st.multi_topic += usize::from(multi_topic);
         }
@@ -971,17 +992,19 @@ impl Hub {
 }
 
 /// Hands `frame` to every subscriber of the locked topic `st`, drops those
-/// gone or evicted, and returns the pool threads to wake.
-fn deliver(inner: &Inner, st: &mut TopicState, frame: &Frame) -> Vec<Arc<Inbox>> {
+/// gone or evicted, and returns the owning threads to wake, each once.
+fn deliver(inner: &Inner, st: &mut TopicState, frame: &Frame) -> Vec<Arc<dyn Wake>> {
     let metrics = &inner.metrics;
     let queue_limit = inner.limits.queue;
-    let mut wake: Vec<Arc<Inbox>> = Vec::new();
-    // A subscriber the pool already has listed costs no wake-up: when
+    let mut wake: Vec<Arc<dyn Wake>> = Vec::new();
+    // A subscriber its owner already has listed costs no wake-up: when
     // its socket is full, publishing must not keep waking the thread
     // for nothing.
-    let mut listed = |n: &Notify| {
-        if n.mark() && !wake.iter().any(|w| Arc::ptr_eq(w, n.inbox())) {
-            wake.push(n.inbox().clone());
+    let mut listed = |r: &Arc<dyn Ready>| {
+        if let Some(w) = r.queued()
+            && !wake.iter().any(|x| Arc::ptr_eq(x, w))
+        {
+            wake.push(w.clone());
         }
     };
     let mut deliver = |s: &Subscriber| -> bool {
@@ -997,16 +1020,16 @@ fn deliver(inner: &Inner, st: &mut TopicState, frame: &Frame) -> Vec<Arc<Inbox>>
             if !s.evicted.swap(true, Ordering::AcqRel) {
                 metrics.subscribers_evicted.fetch_add(1, Ordering::Relaxed);
             }
-            // Its pool thread ends the stream.
-            if let Some(n) = &s.notify {
-                listed(n);
+            // Its owner ends the stream.
+            if let Some(r) = &s.ready {
+                listed(r);
             }
             return false;
         }
         // Unbounded: an error only means the subscriber has gone.
         let sent = s.queue.try_send(frame.clone()).is_ok();
-        if sent && let Some(n) = &s.notify {
-            listed(n);
+        if sent && let Some(r) = &s.ready {
+            listed(r);
         }
         sent
     };
@@ -1181,10 +1204,6 @@ impl Subscription {
     /// ```
     pub fn is_evicted(&self) -> bool {
         self.evicted.load(Ordering::Acquire)
-    }
-
-    pub(crate) fn evicted_flag(&self) -> Arc<AtomicBool> {
-        self.evicted.clone()
     }
 }
 

@@ -65,10 +65,11 @@
 //!   an answer waits on that one client, never on a thread others need.
 //!   Connections are capped; at the cap, the one that has kept its slot
 //!   longest for one request is closed to make room.
-//! - An `/events` stream takes its socket over from tiny_http once the
-//!   request head is read, and is served by a small pool of writer threads
-//!   (one per core, at most 4; see [`ServerBuilder::writer_threads`]), each
-//!   owning many non-blocking sockets. A publish lists each subscriber on its
+//! - Every stream (`/events`, custom routes, `/async`, `/firehose`) takes
+//!   its socket over from tiny_http once the request head is read, and is
+//!   served by a small pool of writer threads (one per core, at most 4; see
+//!   [`ServerBuilder::writer_threads`]), each owning many non-blocking
+//!   sockets. A publish lists each subscriber on its
 //!   writer thread and wakes each thread at most once; the thread then
 //!   writes everything queued for each listed subscriber as one chunk, so a
 //!   lone event goes out at once and a burst costs one `write` per
@@ -84,7 +85,10 @@
 //!   dropped.
 //! - Custom stream routes have the shape of the classic walking skeleton: a
 //!   handler gets the request and a `Sender<Event>`, produces on a thread of
-//!   its own, and ends the stream by dropping the sender.
+//!   its own, and ends the stream by dropping the sender. A relay thread
+//!   tells the pool when a producer's channel has frames; the pool takes
+//!   them only as the socket drains, so a slow client blocks only its own
+//!   producer's `send`.
 //!
 //! ## What blocks, and what never does
 //!
@@ -106,9 +110,9 @@
 //! being written, so an idle stream costs a few KiB; its queue of at most
 //! `queue` frames shares their bytes with every other subscriber. Each
 //! event costs one `write` per subscriber and one wake-up per writer
-//! thread. A custom route (and `/firehose`) keeps a writer thread
-//! of its own (64 KiB stack) and its producer (256 KiB stack), with no
-//! tiny_http thread. Open streams are capped by
+//! thread. A custom route's stream (and `/firehose`, `/async`) is served the
+//! same way and costs its producer thread (256 KiB stack) on top. Open
+//! streams are capped by
 //! [`ServerBuilder::max_streams`] (one more gets `503`).
 //!
 //! ## Trade-offs against an async server
@@ -119,8 +123,8 @@
 //! a synchronous program is one builder call with no `async` spreading
 //! through it. Hub subscribers share a few writer threads (10,000 open
 //! `/events` streams were measured with heartbeats on time, see
-//! `docs/benchmarks.md`); custom routes, with a thread each, are for a few
-//! thousand. For hundreds of thousands, an event loop (tokio with axum or
+//! `docs/benchmarks.md`); custom routes, with a producer thread each, are
+//! for a few thousand. For hundreds of thousands, an event loop (tokio with axum or
 //! hyper) is the right tool. HTTP/2 and TLS
 //! are left to a reverse proxy in front (see `deploy/nginx.conf`), which
 //! browsers need anyway past six streams per origin.
@@ -141,6 +145,7 @@
 mod auth;
 mod client;
 pub mod defaults;
+mod engine;
 mod event;
 mod files;
 mod firehose;
@@ -159,7 +164,7 @@ pub use auth::{
     JwtAlgorithm, KeyError, Pattern, PatternError, TOKEN_COOKIE, TOKEN_QUERY, token_from,
 };
 pub use client::EventStream;
-pub use event::{Encode, Event, EventError, Frame};
+pub use event::{Event, EventError, Frame};
 pub use hub::{Hub, PublishError, SubscribeError, Subscription, valid_topic};
 pub use metrics::Metrics;
 pub use reader::{Item, Message, SseReader};

@@ -1,51 +1,70 @@
-//! The writer pool: a few threads, each serving many hub subscribers over
-//! non-blocking sockets. A publish wakes each pool thread at most once (not
-//! once per subscriber), and the thread writes every subscriber it owns that
-//! has something queued.
+//! The writer pool: a few threads, each serving many streams over
+//! non-blocking sockets, every server stream included (`/events`,
+//! `/async`, `/firehose`, custom routes). Each stream is the stream engine
+//! (`engine.rs`) fed from one of two sources:
 //!
-//! A subscriber's frames stay in its hub queue until its socket has taken
-//! the previous batch, so the hub's `--queue` bound (and its eviction) is
-//! exactly what it is for a thread-per-stream writer: what is in flight per
-//! stream is one batch of at most `BATCH_BYTES` plus the queue.
+//! - a hub subscription: a publish marks the subscriber ready on its pool
+//!   thread through the hub's [`Ready`] trait and wakes each thread at most
+//!   once (not once per subscriber);
+//! - a producer's bounded channel (custom routes, `/async`, `/firehose`):
+//!   crossbeam has no hook on `send`, so a relay thread waits in a
+//!   `Select` over the receivers of the channel streams that have nothing
+//!   to write ("armed"). When one becomes ready (a frame, or the producer
+//!   dropped its sender), the relay disarms it and marks it ready on its
+//!   pool thread, the same way as the hub does. The pool thread takes from
+//!   the channel only while the socket keeps up, and when the channel is
+//!   empty hands it back to the relay. A slow client thus leaves frames in
+//!   its channel, whose bound blocks that producer only; and a busy stream
+//!   costs the relay nothing, as it is not armed while there is work.
+//!
+//!   Each wait registers with every armed channel, so it costs in
+//!   proportion to how many a relay watches: a relay watches at most
+//!   `RELAY_STREAMS` streams, and one more relay starts for each
+//!   `RELAY_STREAMS` channel streams open at once (one at start-up, so a
+//!   custom route's stream costs its producer thread and no other, up to
+//!   that many).
+//!
+//! What is in flight per stream is one batch of at most `BATCH_BYTES` plus
+//! its queue (the hub's `--queue`, or the channel's bound).
 
+use std::any::Any;
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::io::{self, Read, Write};
 use std::net::TcpStream;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
-use crossbeam_channel::{Receiver, Sender, unbounded};
+use crossbeam_channel::{Receiver, Select, Sender, TryRecvError, unbounded};
 use mio::{Events, Interest, Poll, Token, Waker};
 
-use crate::event::{Encode, Event, Frame};
-use crate::hub::Subscription;
-use crate::server::StreamSlot;
+use crate::engine::{Engine, Spec, StreamEnd};
+use crate::event::{Event, Frame};
+use crate::hub::{Ready, Subscription, Wake};
 
-/// Bytes gathered from a subscriber's queue into one chunk.
-const BATCH_BYTES: usize = 64 * 1024;
-/// A stream's output buffer kept through an idle heartbeat period.
-const IDLE_BUFFER: usize = 8 * 1024;
 /// Batches written to one stream before the others get their turn.
 const TURN_BATCHES: usize = 4;
 /// How often streams that cannot be written are checked against the
 /// write timeout.
 const STALL_SCAN: Duration = Duration::from_millis(250);
 const WAKER: Token = Token(usize::MAX);
-/// After shutdown begins, streams still open this long are dropped: within
-/// `ServerHandle::join`'s 2 s.
-const STOP_DEADLINE: Duration = Duration::from_millis(1800);
 /// How long a pool thread with no streams left waits for late ones once
 /// shutdown began.
 const STOP_LINGER: Duration = Duration::from_millis(200);
 /// A pool thread's stack: it moves bytes and keeps small tables.
 const POOL_STACK: usize = 256 * 1024;
+/// The relay's stack: it only selects over channels.
+const RELAY_STACK: usize = 128 * 1024;
+/// Channel streams one relay watches at most: a wait costs a registration
+/// with each armed channel (about 0.1 us), so this bounds what one wake-up
+/// of a relay costs, however many streams are open.
+const RELAY_STREAMS: usize = 64;
 
-/// One pool thread's mailbox, shared with the hub's publishers.
+/// One pool thread's mailbox, shared with publishers and the relay.
 pub(crate) struct Inbox {
-    /// Keys of subscribers with something new queued (or evicted).
+    /// Keys of streams with something new queued (or evicted, or ended).
     ready: Sender<u64>,
     cmds: Sender<Cmd>,
     waker: Waker,
@@ -55,88 +74,112 @@ pub(crate) struct Inbox {
     load: AtomicUsize,
 }
 
-impl Inbox {
-    pub(crate) fn wake(&self) {
+impl Wake for Inbox {
+    fn wake(&self) {
         if !self.woken.swap(true, Ordering::SeqCst) {
             let _ = self.waker.wake();
         }
     }
 }
 
-/// What a publisher holds to tell the pool a subscriber has frames queued.
-#[derive(Clone)]
+/// One stream's entry on its pool thread's ready list.
 pub(crate) struct Notify {
-    inbox: Arc<Inbox>,
     key: u64,
-    /// Set when the key is already on the ready list: a subscriber is listed
+    /// Set when the key is already on the ready list: a stream is listed
     /// once however many frames arrive before its thread gets to it.
-    listed: Arc<AtomicBool>,
+    listed: AtomicBool,
+    inbox: Arc<Inbox>,
+    /// `inbox`, as the hub's [`Wake`].
+    wake: Arc<dyn Wake>,
 }
 
-impl Notify {
-    /// Lists the subscriber as ready; `true` if it was not listed yet, and
-    /// the caller then wakes the thread ([`Notify::inbox`]) once it has
-    /// listed everyone. Already listed, it needs no wake-up: whoever listed
-    /// it woke the thread, or the thread is waiting for its socket.
-    pub(crate) fn mark(&self) -> bool {
+impl Ready for Notify {
+    fn queued(&self) -> Option<&Arc<dyn Wake>> {
         if self.listed.swap(true, Ordering::AcqRel) {
-            return false;
+            return None;
         }
-        let _ = self.ready.send(self.key);
-        true
-    }
-
-    pub(crate) fn inbox(&self) -> &Arc<Inbox> {
-        &self.inbox
-    }
-}
-
-impl std::ops::Deref for Notify {
-    type Target = Inbox;
-    fn deref(&self) -> &Inbox {
-        &self.inbox
+        let _ = self.inbox.ready.send(self.key);
+        Some(&self.wake)
     }
 }
 
 enum Cmd {
     Add(Box<Conn>),
-    Stop,
+    /// End every stream; any still open at the deadline is dropped.
+    Stop(Instant),
 }
 
-/// The pool: its threads' mailboxes.
-pub(crate) struct Pool {
-    inboxes: Vec<Arc<Inbox>>,
-    next_key: AtomicU64,
+/// Where a stream's frames come from.
+pub(crate) enum Feed {
+    /// A hub subscription: its prelude (gap, replay), then its queue.
+    Hub(Subscription),
+    /// A producer's channel of events; the stream ends when it disconnects.
+    Events(Receiver<Event>),
+    /// A producer's channel of encoded frames (`/firehose`).
+    Frames(Receiver<Frame>),
 }
 
 /// How a pool stream is written.
 pub(crate) struct StreamSpec {
-    pub(crate) head: Vec<u8>,
-    pub(crate) retry: Option<u64>,
-    pub(crate) chunked: bool,
-    pub(crate) heartbeat: Option<Duration>,
+    pub(crate) spec: Spec,
     pub(crate) write_timeout: Option<Duration>,
     pub(crate) frames_written: Arc<AtomicU64>,
+    /// Dropped when the stream ends (the server's stream slot).
+    pub(crate) hold: Box<dyn Any + Send>,
+}
+
+/// The pool: its threads' mailboxes, the relays, and the threads to join.
+pub(crate) struct Pool {
+    inboxes: Vec<Arc<Inbox>>,
+    next_key: AtomicU64,
+    relays: Mutex<Relays>,
+    threads: Mutex<Vec<JoinHandle<bool>>>,
+}
+
+struct Relays {
+    list: Vec<Arc<Relay>>,
+    /// Set by `stop`: no relay starts after it.
+    stopped: bool,
+}
+
+/// One relay thread's mailbox, and how many channel streams it serves.
+struct Relay {
+    cmds: Sender<RelayCmd>,
+    streams: AtomicUsize,
 }
 
 impl Pool {
-    /// Starts `threads` pool threads.
-    pub(crate) fn start(threads: usize) -> io::Result<(Pool, Vec<JoinHandle<()>>)> {
+    /// Starts `threads` pool threads and the first relay.
+    pub(crate) fn start(threads: usize) -> io::Result<Pool> {
         let mut pool = Pool {
             inboxes: Vec::new(),
             next_key: AtomicU64::new(0),
+            relays: Mutex::new(Relays {
+                list: Vec::new(),
+                stopped: false,
+            }),
+            threads: Mutex::new(Vec::new()),
         };
-        let mut handles = Vec::new();
+        let first = {
+            let mut relays = pool.relays.lock().unwrap_or_else(|p| p.into_inner());
+            pool.start_relay(&mut relays, 0)
+        };
+        if let Err(e) = first {
+            pool.stop(Instant::now());
+            pool.join();
+            return Err(e);
+        }
         for i in 0..threads.max(1) {
-            if let Err(e) = pool.start_thread(i, &mut handles) {
-                pool.stop();
+            if let Err(e) = pool.start_thread(i) {
+                pool.stop(Instant::now());
+                pool.join();
                 return Err(e);
             }
         }
-        Ok((pool, handles))
+        Ok(pool)
     }
 
-    fn start_thread(&mut self, i: usize, handles: &mut Vec<JoinHandle<()>>) -> io::Result<()> {
+    fn start_thread(&mut self, i: usize) -> io::Result<()> {
         let poll = Poll::new()?;
         let waker = Waker::new(poll.registry(), WAKER)?;
         let (ready_tx, ready_rx) = unbounded();
@@ -153,112 +196,314 @@ impl Pool {
             inbox: inbox.clone(),
             ready: ready_rx,
             cmds: cmd_rx,
+            arms: Vec::new(),
             conns: HashMap::new(),
             again: VecDeque::new(),
             beats: BinaryHeap::new(),
             scratch: Vec::with_capacity(4096),
             stopping: None,
         };
-        handles.push(
-            thread::Builder::new()
-                .name(format!("tinysse-writer-{i}"))
-                .stack_size(POOL_STACK)
-                .spawn(move || worker.run())?,
-        );
+        let handle = thread::Builder::new()
+            .name(format!("tinysse-writer-{i}"))
+            .stack_size(POOL_STACK)
+            .spawn(move || worker.run())?;
+        self.threads
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(handle);
         self.inboxes.push(inbox);
         Ok(())
     }
 
-    /// A notifier for a new stream, on the least loaded thread.
-    pub(crate) fn notify(&self) -> Notify {
+    /// A ready-list entry for a new stream, on the least loaded thread.
+    pub(crate) fn notify(&self) -> Arc<Notify> {
         let inbox = self
             .inboxes
             .iter()
             .min_by_key(|i| i.load.load(Ordering::Relaxed))
             .expect("at least one pool thread")
             .clone();
-        Notify {
-            inbox,
+        let wake: Arc<dyn Wake> = inbox.clone();
+        Arc::new(Notify {
             key: self.next_key.fetch_add(1, Ordering::Relaxed),
-            listed: Arc::new(AtomicBool::new(false)),
-        }
+            listed: AtomicBool::new(false),
+            inbox,
+            wake,
+        })
     }
 
-    /// Hands a subscriber's socket to the pool thread `notify` belongs to.
-    /// The head, `retry:` and the replay go out first, then live frames.
+    /// A relay with room for one more channel stream (counted), started if
+    /// every one is full; `None` once the pool is stopping, when a stream
+    /// is ended at once and needs none.
+    fn relay_for_stream(&self) -> io::Result<Option<Released>> {
+        let mut relays = self.relays.lock().unwrap_or_else(|p| p.into_inner());
+        if relays.stopped {
+            return Ok(None);
+        }
+        for r in &relays.list {
+            let room = r
+                .streams
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                    (n < RELAY_STREAMS).then_some(n + 1)
+                })
+                .is_ok();
+            if room {
+                return Ok(Some(Released(r.clone())));
+            }
+        }
+        self.start_relay(&mut relays, 1).map(|r| Some(Released(r)))
+    }
+
+    /// Starts a relay serving `streams` channel streams.
+    fn start_relay(&self, relays: &mut Relays, streams: usize) -> io::Result<Arc<Relay>> {
+        let (cmds, rx) = unbounded();
+        let handle = thread::Builder::new()
+            .name("tinysse-relay".into())
+            .stack_size(RELAY_STACK)
+            .spawn(move || {
+                relay(rx);
+                true
+            })?;
+        self.threads
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(handle);
+        let r = Arc::new(Relay {
+            cmds,
+            streams: AtomicUsize::new(streams),
+        });
+        relays.list.push(r.clone());
+        Ok(r)
+    }
+
+    /// Hands a stream's socket to the pool thread `notify` belongs to. The
+    /// head and `retry:` go out first, then the feed's frames.
     pub(crate) fn add(
         &self,
-        notify: &Notify,
+        notify: &Arc<Notify>,
         sock: TcpStream,
-        mut sub: Subscription,
+        feed: Feed,
         spec: StreamSpec,
-        slot: StreamSlot,
     ) -> io::Result<()> {
         sock.set_nonblocking(true)?;
-        let mut out = spec.head;
-        // Moved, not copied: the stream drains the hub's one replay vector
-        // and frees it once written.
-        let prelude = sub.take_prelude();
-        let conn = Conn {
+        let now = Instant::now();
+        let source = match feed {
+            // Moved, not copied: the stream drains the hub's one replay
+            // vector and frees it once written.
+            Feed::Hub(mut sub) => Source::Hub {
+                prelude: sub.take_prelude().into_iter(),
+                sub,
+            },
+            Feed::Events(rx) => Source::Channel {
+                rx: Watched::Events(rx),
+                armed: false,
+                relay: self.relay_for_stream()?,
+            },
+            Feed::Frames(rx) => Source::Channel {
+                rx: Watched::Frames(rx),
+                armed: false,
+                relay: self.relay_for_stream()?,
+            },
+        };
+        let conn = Box::new(Conn {
             key: notify.key,
             sock: mio::net::TcpStream::from_std(sock),
-            out: Vec::new(),
-            pos: 0,
-            out_frames: 0,
-            chunked: spec.chunked,
-            prelude: prelude.into_iter(),
-            replayed: false,
-            sub,
-            listed: notify.listed.clone(),
-            last_write: Instant::now(),
+            engine: Engine::new(&spec.spec, true, SystemTime::now(), now),
+            source,
+            notify: notify.clone(),
             stalled: None,
-            ending: false,
-            heartbeat: spec.heartbeat,
             write_timeout: spec.write_timeout,
             frames_written: spec.frames_written,
-            _slot: slot,
-        };
-        let mut conn = Box::new(conn);
-        if let Some(ms) = spec.retry {
-            // The retry goes in the first chunk, with the head: one write.
-            let mut body = Vec::new();
-            Event::retry(ms).encode_into(&mut body);
-            push_chunk(&mut out, &body, conn.chunked);
-            conn.out_frames = 1;
-        }
-        conn.out = out;
-        notify.load.fetch_add(1, Ordering::Relaxed);
-        if let Err(e) = notify.cmds.send(Cmd::Add(conn)) {
-            notify.load.fetch_sub(1, Ordering::Relaxed);
-            drop(e);
+            _hold: spec.hold,
+        });
+        let inbox = &notify.inbox;
+        inbox.load.fetch_add(1, Ordering::Relaxed);
+        if inbox.cmds.send(Cmd::Add(conn)).is_err() {
+            inbox.load.fetch_sub(1, Ordering::Relaxed);
             return Err(io::Error::other("the writer pool has stopped"));
         }
         // Serviced once added, whatever was listed before.
-        notify.wake();
+        inbox.wake();
         Ok(())
     }
 
-    /// Ends every pool stream: what is queued goes out, then the end of the
-    /// response; each thread ends once its streams are done.
-    pub(crate) fn stop(&self) {
+    /// Ends every pool stream: what is queued goes out (a batch at most),
+    /// then the end of the response; each thread ends once its streams
+    /// are done, dropping those still open at `deadline`. Called again, an
+    /// earlier deadline wins.
+    pub(crate) fn stop(&self, deadline: Instant) {
+        let mut relays = self.relays.lock().unwrap_or_else(|p| p.into_inner());
+        relays.stopped = true;
+        for r in &relays.list {
+            let _ = r.cmds.send(RelayCmd::Stop);
+        }
+        drop(relays);
         for i in &self.inboxes {
-            let _ = i.cmds.send(Cmd::Stop);
+            let _ = i.cmds.send(Cmd::Stop(deadline));
             i.wake();
+        }
+    }
+
+    /// Waits for the pool's threads (after [`stop`](Self::stop)); whether
+    /// every stream ended before the deadline.
+    pub(crate) fn join(&self) -> bool {
+        let threads = std::mem::take(&mut *self.threads.lock().unwrap_or_else(|p| p.into_inner()));
+        let mut all = true;
+        for t in threads {
+            all &= t.join().unwrap_or(false);
+        }
+        all
+    }
+}
+
+/// A channel stream's receiver.
+enum Watched {
+    Events(Receiver<Event>),
+    Frames(Receiver<Frame>),
+}
+
+impl Watched {
+    fn select<'a>(&'a self, sel: &mut Select<'a>) {
+        match self {
+            Watched::Events(r) => sel.recv(r),
+            Watched::Frames(r) => sel.recv(r),
+        };
+    }
+
+    fn is_empty(&self) -> bool {
+        match self {
+            Watched::Events(r) => r.is_empty(),
+            Watched::Frames(r) => r.is_empty(),
+        }
+    }
+
+    fn clone_rx(&self) -> Watched {
+        match self {
+            Watched::Events(r) => Watched::Events(r.clone()),
+            Watched::Frames(r) => Watched::Frames(r.clone()),
+        }
+    }
+
+    /// Moves queued frames into the engine while it has room. `Ok(true)`:
+    /// the channel is empty now; `Err(())`: the producer is done.
+    fn gather(&self, e: &mut Engine, frames: &mut u64) -> Result<bool, ()> {
+        fn take<T: crate::event::Encode>(
+            r: &Receiver<T>,
+            e: &mut Engine,
+            frames: &mut u64,
+        ) -> Result<bool, ()> {
+            while e.has_room() {
+                match r.try_recv() {
+                    Ok(f) => {
+                        e.push_encoded(&f);
+                        *frames += 1;
+                    }
+                    Err(TryRecvError::Empty) => return Ok(true),
+                    Err(TryRecvError::Disconnected) => return Err(()),
+                }
+            }
+            Ok(false)
+        }
+        match self {
+            Watched::Events(r) => take(r, e, frames),
+            Watched::Frames(r) => take(r, e, frames),
         }
     }
 }
 
-/// Appends `body` as one chunk (or as is, without chunking).
-fn push_chunk(out: &mut Vec<u8>, body: &[u8], chunked: bool) {
-    if body.is_empty() {
-        return;
+enum RelayCmd {
+    /// Watch these channels until each has something, then mark it ready.
+    Arm(Vec<Armed>),
+    /// The stream ended: let go of its receiver, so its producer's `send`
+    /// fails.
+    Disarm(u64),
+    Stop,
+}
+
+struct Armed {
+    key: u64,
+    rx: Watched,
+    notify: Arc<Notify>,
+}
+
+/// The relay: waits until an armed channel has a frame or is disconnected,
+/// then disarms it and marks it ready on its pool thread. Waiting costs a
+/// registration per armed channel, so it is done only for channels with
+/// nothing queued; a stream with work is never armed.
+fn relay(cmds: Receiver<RelayCmd>) {
+    let mut armed: Vec<Armed> = Vec::new();
+    let mut wake: Vec<Arc<dyn Wake>> = Vec::new();
+    loop {
+        // Every command first: those that came while the relay was firing
+        // join this one wait instead of each costing one.
+        loop {
+            match cmds.try_recv() {
+                Ok(RelayCmd::Arm(list)) => armed.extend(list),
+                Ok(RelayCmd::Disarm(key)) => {
+                    if let Some(i) = armed.iter().position(|a| a.key == key) {
+                        armed.swap_remove(i);
+                    }
+                }
+                Ok(RelayCmd::Stop) | Err(TryRecvError::Disconnected) => return,
+                Err(TryRecvError::Empty) => break,
+            }
+        }
+        let picked = {
+            let mut sel = Select::new();
+            sel.recv(&cmds);
+            for a in &armed {
+                a.rx.select(&mut sel);
+            }
+            sel.ready()
+        };
+        if picked == 0 {
+            continue;
+        }
+        // The one picked, and every other one with frames by now: one
+        // wake-up per pool thread for all of them.
+        let mut fire = |a: Armed| {
+            if let Some(w) = a.notify.queued()
+                && !wake.iter().any(|x| Arc::ptr_eq(x, w))
+            {
+                wake.push(w.clone());
+            }
+        };
+        fire(armed.swap_remove(picked - 1));
+        let mut i = 0;
+        while i < armed.len() {
+            if armed[i].rx.is_empty() {
+                i += 1;
+            } else {
+                fire(armed.swap_remove(i));
+            }
+        }
+        for w in wake.drain(..) {
+            w.wake();
+        }
     }
-    if chunked {
-        let _ = write!(out, "{:x}\r\n", body.len());
-        out.extend_from_slice(body);
-        out.extend_from_slice(b"\r\n");
-    } else {
-        out.extend_from_slice(body);
+}
+
+enum Source {
+    Hub {
+        sub: Subscription,
+        /// The gap event and replay still to write.
+        prelude: std::vec::IntoIter<Frame>,
+    },
+    Channel {
+        rx: Watched,
+        /// The relay watches it (or has just marked it ready).
+        armed: bool,
+        /// `None` for a stream added while the pool stops.
+        relay: Option<Released>,
+    },
+}
+
+/// A stream's place on its relay, given back when the stream ends.
+struct Released(Arc<Relay>);
+
+impl Drop for Released {
+    fn drop(&mut self) {
+        self.0.streams.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -266,28 +511,14 @@ fn push_chunk(out: &mut Vec<u8>, body: &[u8], chunked: bool) {
 struct Conn {
     key: u64,
     sock: mio::net::TcpStream,
-    /// Bytes to write; `pos` of them are written.
-    out: Vec<u8>,
-    pos: usize,
-    /// Frames in `out`, counted once it is all written.
-    out_frames: u64,
-    chunked: bool,
-    /// The gap event and replay still to write.
-    prelude: std::vec::IntoIter<Frame>,
-    /// The last of the prelude is in `out`: once written, `out` gives back
-    /// the batch-sized room the replay made it take.
-    replayed: bool,
-    sub: Subscription,
-    listed: Arc<AtomicBool>,
-    last_write: Instant,
-    /// Since when `out` has been waiting for the socket to take it.
+    engine: Engine,
+    source: Source,
+    notify: Arc<Notify>,
+    /// Since when output has been waiting for the socket to take it.
     stalled: Option<Instant>,
-    /// The end of the response is in `out`: close once it is written.
-    ending: bool,
-    heartbeat: Option<Duration>,
     write_timeout: Option<Duration>,
     frames_written: Arc<AtomicU64>,
-    _slot: StreamSlot,
+    _hold: Box<dyn Any + Send>,
 }
 
 enum Step {
@@ -299,16 +530,33 @@ enum Step {
     Done,
 }
 
+/// What one look at a stream's source found.
+struct Gathered {
+    frames: u64,
+    /// The hub evicted the subscriber.
+    evicted: bool,
+    /// The producer dropped its sender and everything it sent is taken.
+    finished: bool,
+    /// The channel has nothing more right now: arm the relay.
+    empty: bool,
+}
+
 impl Conn {
-    /// Writes what `out` holds; `Ok(true)` when all of it went out.
+    /// Writes what the engine has; `Ok(true)` when all of it went out.
     fn flush(&mut self, now: Instant) -> io::Result<bool> {
         let mut progressed = false;
-        while self.pos < self.out.len() {
-            match self.sock.write(&self.out[self.pos..]) {
+        loop {
+            let bytes = self.engine.pending();
+            if bytes.is_empty() {
+                break;
+            }
+            match self.sock.write(bytes) {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
                 Ok(n) => {
-                    self.pos += n;
                     progressed = true;
+                    if let Some(frames) = self.engine.wrote(n, now) {
+                        self.frames_written.fetch_add(frames, Ordering::Relaxed);
+                    }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     // Like a blocking send's timeout: a client that reads,
@@ -325,99 +573,126 @@ impl Conn {
             }
         }
         self.stalled = None;
-        self.last_write = now;
-        self.frames_written
-            .fetch_add(self.out_frames, Ordering::Relaxed);
-        self.out_frames = 0;
-        self.out.clear();
-        self.pos = 0;
-        if std::mem::take(&mut self.replayed) && self.out.capacity() > IDLE_BUFFER {
-            self.out.shrink_to(IDLE_BUFFER / 8);
-        }
         Ok(true)
     }
 
     /// Writes whatever is pending and then what is queued, a few batches at
     /// most, never blocking.
-    fn service(&mut self, scratch: &mut Vec<u8>, stopping: bool, now: Instant) -> Step {
+    fn service(
+        &mut self,
+        stopping: bool,
+        now: Instant,
+        arms: &mut Vec<(Arc<Relay>, Armed)>,
+    ) -> Step {
         for _ in 0..TURN_BATCHES {
             match self.flush(now) {
                 Ok(true) => {}
                 Ok(false) => return Step::Idle,
                 Err(e) => {
-                    log::debug!("/events: client gone: {e}");
+                    log::debug!("stream: client gone: {e}");
                     return Step::Done;
                 }
             }
-            if self.ending {
+            if self.engine.is_done() {
+                if let Some(end) = self.engine.take_end() {
+                    log::debug!("stream ended: {end:?}");
+                }
                 return Step::Done;
             }
-            scratch.clear();
-            let frames = self.gather(scratch);
-            if self.sub.is_evicted() {
-                // Like the thread writer: what is queued is not sent to an
-                // evicted subscriber, it catches up from history.
-                log::debug!("/events: stream ended: Evicted");
-                scratch.clear();
-                self.end();
-                continue;
-            }
-            if stopping {
-                push_chunk(&mut self.out, scratch, self.chunked);
-                self.out_frames += frames;
-                self.end();
-                continue;
-            }
-            if frames == 0 {
+            let got = self.gather();
+            if got.evicted {
+                self.engine.evict();
+            } else if stopping {
+                self.engine.finish(StreamEnd::Shutdown);
+            } else if got.finished {
+                self.engine.finish(StreamEnd::Finished);
+            } else if got.frames == 0 {
+                if got.empty {
+                    self.arm(arms);
+                }
                 return Step::Idle;
             }
-            push_chunk(&mut self.out, scratch, self.chunked);
-            self.out_frames += frames;
         }
         Step::More
     }
 
-    /// Moves replayed, then queued frames into `scratch`, up to a batch.
-    fn gather(&mut self, scratch: &mut Vec<u8>) -> u64 {
-        let mut frames = 0;
-        if self.prelude.len() > 0 {
-            while scratch.len() < BATCH_BYTES {
-                let Some(f) = self.prelude.next() else {
-                    break;
-                };
-                f.encode_into(scratch);
-                frames += 1;
-            }
-            if self.prelude.len() == 0 {
-                // The vector itself, up to 32 bytes per replayed event,
-                // goes now, not when the stream ends.
-                self.prelude = Vec::new().into_iter();
-                self.replayed = true;
-            }
-        }
-        if self.prelude.len() == 0 {
-            // Cleared before looking, so a frame queued after this drain
-            // lists the subscriber again.
-            self.listed.store(false, Ordering::Release);
-            while scratch.len() < BATCH_BYTES {
-                match self.sub.receiver().try_recv() {
-                    Ok(f) => {
-                        f.encode_into(scratch);
-                        frames += 1;
+    /// Moves replayed, then queued frames into the engine, up to a batch.
+    fn gather(&mut self) -> Gathered {
+        let mut got = Gathered {
+            frames: 0,
+            evicted: false,
+            finished: false,
+            empty: false,
+        };
+        match &mut self.source {
+            Source::Hub { sub, prelude } => {
+                if prelude.len() > 0 {
+                    while self.engine.has_room() {
+                        let Some(f) = prelude.next() else {
+                            break;
+                        };
+                        self.engine.push(f.bytes());
+                        got.frames += 1;
                     }
-                    Err(_) => break,
+                    if prelude.len() == 0 {
+                        // The vector itself, up to 32 bytes per replayed
+                        // event, goes now, and so does the room the replay
+                        // made the buffer take, once written.
+                        *prelude = Vec::new().into_iter();
+                        self.engine.trim();
+                    }
+                }
+                if prelude.len() == 0 {
+                    // Cleared before looking, so a frame queued after this
+                    // drain lists the subscriber again.
+                    self.notify.listed.store(false, Ordering::Release);
+                    while self.engine.has_room() {
+                        match sub.receiver().try_recv() {
+                            Ok(f) => {
+                                self.engine.push(f.bytes());
+                                got.frames += 1;
+                            }
+                            Err(_) => break,
+                        }
+                    }
+                }
+                got.evicted = sub.is_evicted();
+            }
+            Source::Channel { rx, armed, .. } => {
+                // Listed by the relay: it has let go of the channel.
+                if self.notify.listed.swap(false, Ordering::AcqRel) {
+                    *armed = false;
+                }
+                match rx.gather(&mut self.engine, &mut got.frames) {
+                    Ok(empty) => got.empty = empty,
+                    Err(()) => got.finished = true,
                 }
             }
         }
-        frames
+        got
     }
 
-    /// Queues the end of the response.
-    fn end(&mut self) {
-        if self.chunked {
-            self.out.extend_from_slice(b"0\r\n\r\n");
+    /// Has the relay watch the channel, unless it does already: queued in
+    /// `arms`, which the thread sends once per loop, in one message per
+    /// relay.
+    fn arm(&mut self, arms: &mut Vec<(Arc<Relay>, Armed)>) {
+        if let Source::Channel {
+            rx,
+            armed,
+            relay: Some(relay),
+        } = &mut self.source
+            && !*armed
+        {
+            *armed = true;
+            arms.push((
+                relay.0.clone(),
+                Armed {
+                    key: self.key,
+                    rx: rx.clone_rx(),
+                    notify: self.notify.clone(),
+                },
+            ));
         }
-        self.ending = true;
     }
 
     /// Reads and drops what the client sends; `false` once it has closed
@@ -437,27 +712,6 @@ impl Conn {
         }
         true
     }
-
-    /// Writes a heartbeat if nothing was written for a whole period;
-    /// returns when the next one is due.
-    fn beat(&mut self, every: Duration, now: Instant) -> io::Result<Instant> {
-        let due = self.last_write + every;
-        if due > now {
-            return Ok(due);
-        }
-        if self.out.is_empty() && !self.ending {
-            push_chunk(&mut self.out, b": keep-alive\n\n", self.chunked);
-            self.out_frames = 1;
-            if self.out.capacity() > IDLE_BUFFER {
-                // A stream idle for a whole heartbeat period gives back what
-                // a burst made it hold: up to a batch, times every stream.
-                self.out.shrink_to(IDLE_BUFFER / 8);
-            }
-            self.flush(now)?;
-        }
-        // Blocked output: the stall check deals with it; look again later.
-        Ok(now + every)
-    }
 }
 
 struct Worker {
@@ -465,14 +719,16 @@ struct Worker {
     inbox: Arc<Inbox>,
     ready: Receiver<u64>,
     cmds: Receiver<Cmd>,
+    /// Channels to hand to their relays at the end of this loop.
+    arms: Vec<(Arc<Relay>, Armed)>,
     conns: HashMap<u64, Box<Conn>>,
     /// Streams with more queued than one turn wrote.
     again: VecDeque<u64>,
     /// Heartbeat deadlines, one entry per stream with a heartbeat.
     beats: BinaryHeap<Reverse<(Instant, u64)>>,
     scratch: Vec<u8>,
-    /// When `Cmd::Stop` came.
-    stopping: Option<Instant>,
+    /// When `Cmd::Stop` came, and the deadline it set.
+    stopping: Option<(Instant, Instant)>,
 }
 
 /// Marks a pool thread that ends by a panic as full, so no new stream is
@@ -489,7 +745,9 @@ impl Drop for PanicGuard {
 }
 
 impl Worker {
-    fn run(mut self) {
+    /// Serves streams until stopped; whether every stream ended before the
+    /// stop deadline.
+    fn run(mut self) -> bool {
         let _guard = PanicGuard(self.inbox.clone());
         let mut events = Events::with_capacity(1024);
         let mut last_scan = Instant::now();
@@ -498,6 +756,9 @@ impl Worker {
             let mut timeout = STALL_SCAN;
             if let Some(Reverse((t, _))) = self.beats.peek() {
                 timeout = timeout.min(t.saturating_duration_since(now));
+            }
+            if let Some((_, deadline)) = self.stopping {
+                timeout = timeout.min(deadline.saturating_duration_since(now));
             }
             if !self.again.is_empty() || !self.ready.is_empty() {
                 timeout = Duration::ZERO;
@@ -514,13 +775,14 @@ impl Worker {
             while let Ok(cmd) = self.cmds.try_recv() {
                 match cmd {
                     Cmd::Add(conn) => self.insert(conn, now),
-                    Cmd::Stop => {
-                        if self.stopping.is_none() {
-                            self.stopping = Some(now);
+                    Cmd::Stop(deadline) => match &mut self.stopping {
+                        Some((_, d)) => *d = (*d).min(deadline),
+                        None => {
+                            self.stopping = Some((now, deadline));
                             let keys: Vec<u64> = self.conns.keys().copied().collect();
                             self.again.extend(keys);
                         }
-                    }
+                    },
                 }
             }
             for ev in events.iter() {
@@ -534,7 +796,7 @@ impl Worker {
                         None => continue,
                     };
                     if !alive {
-                        log::debug!("/events: client gone: connection closed");
+                        log::debug!("stream: client gone: connection closed");
                         self.remove(key);
                         continue;
                     }
@@ -558,22 +820,24 @@ impl Worker {
                 self.service(key, now);
             }
             self.heartbeats(now);
+            self.send_arms();
             if now.duration_since(last_scan) >= STALL_SCAN {
                 last_scan = now;
                 self.drop_stalled(now);
             }
-            if let Some(stopped) = self.stopping {
+            if let Some((stopped, deadline)) = self.stopping {
                 // A stream handed over just as shutdown began may still be
                 // on its way: wait a moment for it before ending.
-                if self.conns.is_empty() && now >= stopped + STOP_LINGER {
-                    return;
+                if self.conns.is_empty() && now >= (stopped + STOP_LINGER).min(deadline) {
+                    return true;
                 }
-                if now >= stopped + STOP_DEADLINE {
+                if now >= deadline {
                     let keys: Vec<u64> = self.conns.keys().copied().collect();
+                    let cut = !keys.is_empty();
                     for k in keys {
                         self.remove(k);
                     }
-                    return;
+                    return !cut;
                 }
             }
         }
@@ -590,10 +854,9 @@ impl Worker {
             self.inbox.load.fetch_sub(1, Ordering::Relaxed);
             return;
         }
-        if let Some(every) = conn.heartbeat {
-            self.beats.push(Reverse((now + every, key)));
+        if let Some(next) = conn.engine.next_heartbeat(now) {
+            self.beats.push(Reverse((next, key)));
         }
-        conn.last_write = now;
         self.conns.insert(key, conn);
         self.again.push_back(key);
     }
@@ -601,7 +864,7 @@ impl Worker {
     fn service(&mut self, key: u64, now: Instant) {
         let stopping = self.stopping.is_some();
         let step = match self.conns.get_mut(&key) {
-            Some(c) => c.service(&mut self.scratch, stopping, now),
+            Some(c) => c.service(stopping, now, &mut self.arms),
             None => return,
         };
         match step {
@@ -614,7 +877,34 @@ impl Worker {
     fn remove(&mut self, key: u64) {
         if let Some(mut c) = self.conns.remove(&key) {
             let _ = self.poll.registry().deregister(&mut c.sock);
+            if let Source::Channel {
+                armed: true,
+                relay: Some(relay),
+                ..
+            } = &c.source
+            {
+                // Not sent yet, or sent: either way the relay lets go of the
+                // receiver, so the producer's `send` fails.
+                self.arms.retain(|(_, a)| a.key != key);
+                let _ = relay.0.cmds.send(RelayCmd::Disarm(key));
+            }
             self.inbox.load.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Sends the channels armed in this loop, one message per relay.
+    fn send_arms(&mut self) {
+        while let Some((relay, first)) = self.arms.pop() {
+            let mut batch = vec![first];
+            let mut i = 0;
+            while i < self.arms.len() {
+                if Arc::ptr_eq(&self.arms[i].0, &relay) {
+                    batch.push(self.arms.swap_remove(i).1);
+                } else {
+                    i += 1;
+                }
+            }
+            let _ = relay.cmds.send(RelayCmd::Arm(batch));
         }
     }
 
@@ -627,15 +917,15 @@ impl Worker {
             let Some(c) = self.conns.get_mut(&key) else {
                 continue;
             };
-            let Some(every) = c.heartbeat else {
+            if c.engine.heartbeat(now)
+                && let Err(e) = c.flush(now)
+            {
+                log::debug!("stream: client gone: {e}");
+                self.remove(key);
                 continue;
-            };
-            match c.beat(every, now) {
-                Ok(next) => self.beats.push(Reverse((next, key))),
-                Err(e) => {
-                    log::debug!("/events: client gone: {e}");
-                    self.remove(key);
-                }
+            }
+            if let Some(next) = c.engine.next_heartbeat(now) {
+                self.beats.push(Reverse((next, key)));
             }
         }
     }
@@ -652,7 +942,7 @@ impl Worker {
             .map(|(k, _)| *k)
             .collect();
         for k in stuck {
-            log::debug!("/events: client gone: write timed out");
+            log::debug!("stream: client gone: write timed out");
             self.remove(k);
         }
     }

@@ -1,20 +1,23 @@
 //! Request handlers: streams (`/events`, `/firehose`, custom
 //! routes) and short requests (`/publish`, `/healthz`, `/metrics`, files).
 
-use std::io::{Cursor, Read, Write};
+use std::io::{Cursor, Read};
 use std::sync::Arc;
 
 use crossbeam_channel::bounded;
 use tiny_http::{Header, Method, Request, Response};
 
 use crate::auth::{AuthError, Grant, PublishPass};
+use crate::engine::Spec;
 use crate::event::{Event, Frame};
 use crate::files;
-use crate::hub::{PublishError, SubscribeError};
-use crate::pool::StreamSpec;
+use crate::hub::{PublishError, Ready, SubscribeError};
+use crate::pool::{Feed, Notify, StreamSpec};
 use crate::request::{StreamRequest, parse_pairs};
-use crate::server::{Shared, StreamSlot, spawn_producer, spawn_stream};
-use crate::stream::{StreamEnd, StreamWriter};
+use crate::server::{Shared, StreamSlot, spawn_producer};
+
+/// The `/firehose` producer's stack: it only encodes into one buffer.
+const FIREHOSE_STACK: usize = 64 * 1024;
 
 pub(crate) type Reply = Response<Cursor<Vec<u8>>>;
 
@@ -212,41 +215,48 @@ fn stream_head(sh: &Shared, kind: &Kind, sreq: &StreamRequest) -> Reply {
     r
 }
 
-fn writer_for(sh: &Shared, rq: &Request, slot: &StreamSlot) -> StreamWriter {
-    let mut w = StreamWriter::new()
-        .heartbeat(sh.config.heartbeat)
-        .retry(sh.config.retry)
-        .chunked(*rq.http_version() >= (1, 1))
-        .shutdown_signal(slot.stop_signal())
-        .count_frames(sh.metrics.frames_written.clone());
+/// How a stream on `rq` is written; `slot` is held until it ends.
+fn stream_spec(sh: &Shared, rq: &Request, slot: StreamSlot) -> StreamSpec {
+    let mut headers = Vec::new();
+    // start() refused a value with a line break.
     if let Some(o) = &sh.config.cors_origin {
-        w = w.header("Access-Control-Allow-Origin", o.clone());
+        headers.push(("Access-Control-Allow-Origin".to_string(), o.clone()));
     }
     if cors_credentials(sh) {
-        w = w.header("Access-Control-Allow-Credentials", "true");
+        headers.push(("Access-Control-Allow-Credentials".to_string(), "true".into()));
     }
-    w
+    StreamSpec {
+        spec: Spec {
+            chunked: *rq.http_version() >= (1, 1),
+            retry: sh.config.retry,
+            heartbeat: sh.config.heartbeat,
+            headers,
+        },
+        write_timeout: sh.write_timeout,
+        frames_written: sh.metrics.frames_written.clone(),
+        hold: Box::new(slot),
+    }
 }
 
-/// Runs `write` on a stream thread of its own that owns `slot`, with the
-/// connection's socket once tiny_http hands it over (plain TCP: the stream
-/// then holds no tiny_http thread and one descriptor), else with tiny_http's
-/// writer. The hand-over happens once the connection's thread is done with
-/// the request, so this returns at once.
-fn spawn_stream_on<F>(rq: Request, slot: StreamSlot, write: F)
-where
-    F: FnOnce(Box<dyn Write + Send>) + Send + 'static,
-{
-    let run = move |out: Box<dyn Write + Send>| {
-        if let Err(e) = spawn_stream(slot, move || write(out)) {
-            log::error!("cannot start a stream thread: {e}");
-        }
-    };
-    if rq.can_take_over() {
-        let _ = rq.into_raw_stream_then(move |sock| run(Box::new(sock)));
-    } else {
-        run(rq.into_writer());
+/// Hands the connection's socket to the writer pool. tiny_http gives it up
+/// once the connection's thread is done with the request, so this returns
+/// at once; the stream then holds no thread and one descriptor. Anything
+/// the client sent after the head is dropped with the connection's read
+/// half: the socket is never read for another request.
+fn hand_over(sh: &Arc<Shared>, rq: Request, notify: Arc<Notify>, feed: Feed, spec: StreamSpec) {
+    if !rq.can_take_over() {
+        // Only a TLS or non-TCP connection keeps its socket, and this
+        // server listens on plain TCP only.
+        log::error!("a stream's connection cannot be handed over");
+        let _ = rq.respond(text(500, "this connection cannot carry a stream"));
+        return;
     }
+    let owner = sh.clone();
+    let _ = rq.into_raw_stream_then(move |sock| {
+        if let Err(e) = owner.pool.add(&notify, sock, feed, spec) {
+            log::error!("cannot hand a stream to the writer pool: {e}");
+        }
+    });
 }
 
 fn over_capacity_reply() -> Reply {
@@ -268,13 +278,6 @@ fn unavailable(reason: &str) -> Reply {
 
 fn over_capacity(rq: Request) {
     let _ = rq.respond(over_capacity_reply());
-}
-
-fn log_end(path: &str, end: &StreamEnd) {
-    match end {
-        StreamEnd::ClientGone(e) => log::debug!("{path}: client gone: {e}"),
-        other => log::debug!("{path}: stream ended: {other:?}"),
-    }
 }
 
 /// The topics a `GET /events` (or its `HEAD`) names, or why it gets `400`:
@@ -320,10 +323,8 @@ fn start_events(sh: &Arc<Shared>, rq: Request, sreq: &StreamRequest) {
         return;
     };
     let notify = sh.pool.notify();
-    let sub = match sh
-        .hub
-        .subscribe_with(&topics, last_id, Some(notify.clone()))
-    {
+    let ready: Arc<dyn Ready> = notify.clone();
+    let sub = match sh.hub.subscribe_with(&topics, last_id, Some(ready)) {
         Ok(s) => s,
         Err(e @ SubscribeError::TooManyTopics) => {
             let _ = rq.respond(text(429, &e.to_string()));
@@ -334,39 +335,8 @@ fn start_events(sh: &Arc<Shared>, rq: Request, sreq: &StreamRequest) {
             return;
         }
     };
-    let writer = writer_for(sh, &rq, &slot).evicted_flag(sub.evicted_flag());
-    let chunked = *rq.http_version() >= (1, 1);
-    // The pool serves the stream once tiny_http hands the socket over (plain
-    // TCP); a thread of its own otherwise. Anything the client sent after
-    // the head is dropped with the connection's read half: the socket is
-    // never read for another request.
-    let spec = StreamSpec {
-        head: writer.head_bytes().into_bytes(),
-        retry: sh.config.retry,
-        chunked,
-        heartbeat: sh.config.heartbeat,
-        write_timeout: sh.write_timeout,
-        frames_written: sh.metrics.frames_written.clone(),
-    };
-    if rq.can_take_over() {
-        let owner = sh.clone();
-        let _ = rq.into_raw_stream_then(move |sock| {
-            if let Err(e) = owner.pool.add(&notify, sock, sub, spec, slot) {
-                log::error!("cannot hand a stream to the writer pool: {e}");
-            }
-        });
-        return;
-    }
-    let spawned = spawn_stream(slot, move || {
-        // Written straight from the subscription's one replay vector.
-        let rx = sub.receiver().clone();
-        let end = writer.run_with_prelude(rq.into_writer(), sub.prelude(), rx);
-        log_end("/events", &end);
-        drop(sub);
-    });
-    if let Err(e) = spawned {
-        log::error!("cannot start a stream thread: {e}");
-    }
+    let spec = stream_spec(sh, &rq, slot);
+    hand_over(sh, rq, notify, Feed::Hub(sub), spec);
 }
 
 fn start_custom(
@@ -380,18 +350,15 @@ fn start_custom(
         over_capacity(rq);
         return;
     };
+    // Bounded: a slow client blocks its producer's `send`, nothing else.
     let (tx, rx) = bounded::<Event>(sh.hub.limits().queue);
-    let writer = writer_for(sh, &rq, &slot);
-    let path = sreq.path.clone();
     if let Err(e) = spawn_producer(handler, sreq, tx) {
         log::error!("cannot start a producer thread: {e}");
         let _ = rq.respond(text(503, "cannot start the stream"));
         return;
     }
-    spawn_stream_on(rq, slot, move |out| {
-        let end = writer.run(out, rx);
-        log_end(&path, &end);
-    });
+    let spec = stream_spec(sh, &rq, slot);
+    hand_over(sh, rq, sh.pool.notify(), Feed::Events(rx), spec);
 }
 
 /// Parses `/firehose` parameters: count 1..=10,000,000, size 1..=65,536.
@@ -424,18 +391,15 @@ fn start_firehose(sh: &Arc<Shared>, rq: Request, sreq: &StreamRequest, _grant: G
     let (tx, rx) = bounded::<Frame>(sh.hub.limits().queue);
     let producer = std::thread::Builder::new()
         .name("tinysse-firehose".into())
-        .stack_size(crate::server::STREAM_STACK)
+        .stack_size(FIREHOSE_STACK)
         .spawn(move || crate::firehose::firehose(count, size, tx));
     if let Err(e) = producer {
         log::error!("cannot start the firehose producer: {e}");
         let _ = rq.respond(text(503, "cannot start the stream"));
         return;
     }
-    let writer = writer_for(sh, &rq, &slot);
-    spawn_stream_on(rq, slot, move |out| {
-        let end = writer.run(out, rx);
-        log_end("/firehose", &end);
-    });
+    let spec = stream_spec(sh, &rq, slot);
+    hand_over(sh, rq, sh.pool.notify(), Feed::Frames(rx), spec);
 }
 
 /// Answers a short request on a worker thread.

@@ -1,6 +1,6 @@
 //! The server: a builder, the listener (socket2, handed to tiny_http, which
-//! runs each request on its connection's own thread), the writer pool for
-//! `/events`, a thread per custom stream, and graceful shutdown.
+//! runs each request on its connection's own thread), the writer pool that
+//! serves every stream, and graceful shutdown.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -29,14 +29,14 @@ use crate::routes;
 /// (see [`ServerBuilder::stream_route`], which takes any such closure).
 pub(crate) type StreamHandler = dyn Fn(&StreamRequest, Sender<Event>) + Send + Sync + 'static;
 
-/// Stack for a stream's writer thread: it only moves bytes from a channel to
-/// a socket, so it needs little, and thousands of streams add up.
-pub(crate) const STREAM_STACK: usize = 64 * 1024;
 /// Writer pool threads at most: one per core, as each is busy only while
 /// it writes.
 const MAX_POOL_THREADS: usize = 4;
 /// Stack for a custom route's producer thread: user code, so more room.
 const PRODUCER_STACK: usize = 256 * 1024;
+/// After shutdown begins, streams still open this long are dropped: within
+/// `ServerHandle::join`'s 2 s.
+const STOP_DEADLINE: Duration = Duration::from_millis(1800);
 
 /// Everything the request handlers share.
 pub(crate) struct Shared {
@@ -45,23 +45,13 @@ pub(crate) struct Shared {
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) routes: HashMap<String, Arc<StreamHandler>>,
     pub(crate) stopping: AtomicBool,
-    /// The open streams; `None` once shutdown has begun.
-    pub(crate) streams: Mutex<Option<OpenStreams>>,
-    /// The threads that write `/events` streams.
+    /// Cloned into every stream slot, so that all of them dropped means
+    /// every stream has ended; `None` once shutdown has begun.
+    pub(crate) streams: Mutex<Option<Sender<()>>>,
+    /// The threads that write every stream.
     pub(crate) pool: Pool,
     /// How long a stream's socket may take nothing before it is dropped.
     pub(crate) write_timeout: Option<Duration>,
-}
-
-/// Every open stream's own stop signal. One shared shutdown channel would be
-/// simpler, but every writer that blocks registers on the channel it selects
-/// on: with thousands of streams that is one contended lock and a linear
-/// scan of all of them on each event or heartbeat of each stream.
-pub(crate) struct OpenStreams {
-    /// Each stream thread holds a clone; all dropped = all streams ended.
-    alive: Sender<()>,
-    stops: HashMap<u64, Sender<()>>,
-    next_key: u64,
 }
 
 /// The settings a server runs with (the builder's values).
@@ -396,8 +386,9 @@ impl ServerBuilder {
         "header_timeout(Some(std::time::Duration::from_secs(30)))"
     );
     setter!(
-        /// Threads that write `/events` streams, each serving many of them over
-        /// non-blocking sockets; at least 1. By default one per core, at most 4.
+        /// Threads that write every stream (`/events`, custom routes, `/async`,
+        /// `/firehose`), each serving many of them over non-blocking sockets;
+        /// at least 1. By default one per core, at most 4.
         writer_threads, usize, |s, v| s.writer_threads = Some(v.max(1)), "writer_threads(2)"
     );
     setter!(
@@ -642,21 +633,14 @@ impl ServerBuilder {
                 .unwrap_or(1)
                 .min(MAX_POOL_THREADS)
         });
-        let (pool, pool_handles) = Pool::start(pool_threads).map_err(StartError::Thread)?;
-        // Not joined: each ends once its streams have, and join() waits for
-        // the streams themselves.
-        drop(pool_handles);
+        let pool = Pool::start(pool_threads).map_err(StartError::Thread)?;
         let shared = Arc::new(Shared {
             config: self.settings,
             hub: hub.clone(),
             metrics: metrics.clone(),
             routes: self.routes,
             stopping: AtomicBool::new(false),
-            streams: Mutex::new(Some(OpenStreams {
-                alive: alive_tx,
-                stops: HashMap::new(),
-                next_key: 0,
-            })),
+            streams: Mutex::new(Some(alive_tx)),
             pool,
             write_timeout: self.write_timeout,
         });
@@ -667,8 +651,15 @@ impl ServerBuilder {
         // need.
         let sh = shared.clone();
         let handler: tiny_http::Handler = Arc::new(move |rq| handle(&sh, rq));
-        let http = tiny_http::Server::from_listener_with_handler(listener, None, limits, handler)
-            .map_err(StartError::Http)?;
+        let http =
+            match tiny_http::Server::from_listener_with_handler(listener, None, limits, handler) {
+                Ok(h) => h,
+                Err(e) => {
+                    shared.pool.stop(Instant::now());
+                    shared.pool.join();
+                    return Err(StartError::Http(e));
+                }
+            };
         let http = Arc::new(http);
         log::info!("listening on http://{local}");
         Ok(ServerHandle {
@@ -724,23 +715,22 @@ fn handle(sh: &Arc<Shared>, rq: tiny_http::Request) {
 }
 
 /// Holds one slot of `--max-streams` and keeps the server's shutdown waiting
-/// until the stream thread that owns it ends.
+/// until the stream that owns it ends.
 pub(crate) struct StreamSlot {
     shared: Arc<Shared>,
-    key: u64,
-    stop: Receiver<()>,
     _alive: Sender<()>,
 }
 
 impl StreamSlot {
-    /// Takes a slot, or `None` when `max_streams` are open (counted as rejected).
+    /// Takes a slot, or `None` when `max_streams` are open (counted as
+    /// rejected) or shutdown has begun.
     pub(crate) fn take(sh: &Arc<Shared>) -> Option<StreamSlot> {
         let m = &sh.metrics;
         let max = sh.config.max_streams;
-        // Under the registry's lock, so a slot is either registered before
+        // Under the registry's lock, so a slot is either taken before
         // shutdown takes the registry, or not given at all.
-        let mut streams = sh.streams.lock().unwrap_or_else(|p| p.into_inner());
-        let open = streams.as_mut()?;
+        let streams = sh.streams.lock().unwrap_or_else(|p| p.into_inner());
+        let alive = streams.as_ref()?;
         let ok = m
             .streams_active
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
@@ -752,55 +742,20 @@ impl StreamSlot {
             return None;
         }
         m.streams_total.fetch_add(1, Ordering::Relaxed);
-        let (stop_tx, stop) = bounded(0);
-        let key = open.next_key;
-        open.next_key += 1;
-        open.stops.insert(key, stop_tx);
         Some(StreamSlot {
             shared: sh.clone(),
-            key,
-            stop,
-            _alive: open.alive.clone(),
+            _alive: alive.clone(),
         })
-    }
-
-    /// Disconnects when the server shuts down: this stream's writer selects on it.
-    pub(crate) fn stop_signal(&self) -> Receiver<()> {
-        self.stop.clone()
     }
 }
 
 impl Drop for StreamSlot {
     fn drop(&mut self) {
-        if let Some(open) = self
-            .shared
-            .streams
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .as_mut()
-        {
-            open.stops.remove(&self.key);
-        }
         self.shared
             .metrics
             .streams_active
             .fetch_sub(1, Ordering::AcqRel);
     }
-}
-
-/// Runs `f` on a new stream thread that owns `slot`.
-pub(crate) fn spawn_stream<F>(slot: StreamSlot, f: F) -> io::Result<()>
-where
-    F: FnOnce() + Send + 'static,
-{
-    thread::Builder::new()
-        .name("tinysse-stream".into())
-        .stack_size(STREAM_STACK)
-        .spawn(move || {
-            let _slot = slot;
-            f()
-        })
-        .map(drop)
 }
 
 /// Runs a custom route's handler on a producer thread of its own.
@@ -921,8 +876,9 @@ impl ServerHandle {
     /// ```
     pub fn shutdown(&self) {
         self.shared.stopping.store(true, Ordering::Release);
-        self.shared.pool.stop();
-        // Dropping every stop sender ends every open stream.
+        self.shared.pool.stop(Instant::now() + STOP_DEADLINE);
+        // No slot is given from now on; each one taken keeps `streams_done`
+        // connected until its stream ends.
         drop(
             self.shared
                 .streams
@@ -933,8 +889,10 @@ impl ServerHandle {
     }
 
     /// Waits (after [`shutdown`](Self::shutdown), which it calls if needed)
-    /// until the server's threads end, giving open streams up to 2 s; returns
-    /// whether every stream ended in time.
+    /// until the server's threads end, giving open streams up to 2 s (1.8 s
+    /// from the shutdown); returns whether every stream ended in time, and
+    /// every thread of the server (connections, writer pool, housekeeping)
+    /// has been joined when it returns.
     ///
     /// ```
     /// let server = tinysse::Server::builder().addr("127.0.0.1:0").start()?;
@@ -949,7 +907,9 @@ impl ServerHandle {
         self.join_timeout(Duration::from_secs(2))
     }
 
-    /// Like [`join`](Self::join) with a chosen deadline for open streams.
+    /// Like [`join`](Self::join) with a chosen deadline for open streams
+    /// (never later than 1.8 s after the shutdown): streams still open then
+    /// are dropped.
     ///
     /// ```
     /// let server = tinysse::Server::builder().addr("127.0.0.1:0").start()?;
@@ -959,12 +919,15 @@ impl ServerHandle {
     pub fn join_timeout(self, streams: Duration) -> bool {
         self.shutdown();
         let deadline = Instant::now() + streams;
+        self.shared.pool.stop(deadline);
         // The listener closes, connections waiting for a request end, and
         // every connection thread is joined (answers being written get
         // until the deadline).
         let http = self.http.lock().unwrap_or_else(|p| p.into_inner()).take();
         let connections_done = http.is_none_or(|h| h.join(Some(deadline)));
-        let streams_done = loop {
+        // Every slot dropped: every stream ended, those still being handed
+        // over to the pool included.
+        let ended = loop {
             match self
                 .streams_done
                 .recv_timeout(deadline.saturating_duration_since(Instant::now()))
@@ -982,7 +945,11 @@ impl ServerHandle {
         {
             h.stop();
         }
-        connections_done && streams_done
+        // No stream can come any more: the pool threads end now, dropping
+        // any stream still open.
+        self.shared.pool.stop(Instant::now());
+        let pool_ended = self.shared.pool.join();
+        connections_done && ended && pool_ended
     }
 }
 

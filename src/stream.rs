@@ -1,36 +1,24 @@
-//! The stream writer: the response head, then every frame from a channel,
-//! batched into one chunk per wake-up and flushed at once.
+//! The public blocking stream writer: the stream engine (`engine.rs`)
+//! driven over any `io::Write`, one blocking write per batch.
 
 use std::io::{self, Write};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use crossbeam_channel::{Receiver, never, select};
 
-use crate::event::{Encode, Event};
+pub use crate::engine::StreamEnd;
+use crate::engine::{Engine, Spec};
+use crate::event::{Encode, Event, Frame};
+use crate::hub::Subscription;
 
-/// Bytes gathered from a burst before they are written as one chunk.
-const BATCH_BYTES: usize = 64 * 1024;
-/// Room kept at the head of the buffer for the chunk-size line.
-const CHUNK_PREFIX: usize = 18;
-
-/// Why a stream ended.
-#[derive(Debug)]
-pub enum StreamEnd {
-    /// Every sender was dropped: the producer is done. The response was ended.
-    Finished,
-    /// The server is shutting down. The response was ended.
-    Shutdown,
-    /// The subscriber fell too far behind and the hub dropped it. The response
-    /// was ended, so the client reconnects and catches up from history.
-    Evicted,
-    /// Writing failed: the client went away or stopped reading.
-    ClientGone(io::Error),
-}
+/// How long to wait for a frame when heartbeats are off.
+const NO_HEARTBEAT_WAIT: Duration = Duration::from_secs(3600);
 
 /// Writes an SSE response to any [`Write`]: head, `retry:`, then each frame
-/// from a channel, with heartbeats when idle.
+/// from a channel, with heartbeats when idle. It follows the same rules as
+/// the server's own streams (one engine for both): a burst is written as
+/// one chunk, each write is flushed at once, and the response always ends
+/// with its terminator unless the client is gone.
 ///
 /// ```
 /// use tinysse::{Event, StreamEnd, StreamWriter};
@@ -45,14 +33,9 @@ pub enum StreamEnd {
 /// ```
 #[derive(Clone, Debug)]
 pub struct StreamWriter {
-    heartbeat: Option<Duration>,
-    retry: Option<u64>,
-    chunked: bool,
+    spec: Spec,
     head: bool,
-    headers: Vec<(String, String)>,
     shutdown: Option<Receiver<()>>,
-    evicted: Option<Arc<AtomicBool>>,
-    frames_written: Option<Arc<AtomicU64>>,
 }
 
 impl Default for StreamWriter {
@@ -66,36 +49,38 @@ impl StreamWriter {
     /// HTTP/1.1 response head.
     pub fn new() -> StreamWriter {
         StreamWriter {
-            heartbeat: Some(Duration::from_secs(15)),
-            retry: Some(2000),
-            chunked: true,
+            spec: Spec {
+                chunked: true,
+                retry: Some(2000),
+                heartbeat: Some(Duration::from_secs(15)),
+                headers: Vec::new(),
+            },
             head: true,
-            headers: Vec::new(),
             shutdown: None,
-            evicted: None,
-            frames_written: None,
         }
     }
 
-    /// Sends `: keep-alive` after this long without a write; `None` turns it off.
+    /// Sends the comment line `: keep-alive` after this long without a
+    /// write; `None` turns it off.
     ///
     /// ```
     /// let w = tinysse::StreamWriter::new().heartbeat(Some(std::time::Duration::from_secs(5)));
     /// # let _ = w;
     /// ```
     pub fn heartbeat(mut self, every: Option<Duration>) -> StreamWriter {
-        self.heartbeat = every;
+        self.spec.heartbeat = every;
         self
     }
 
-    /// The `retry:` value sent first; `None` sends none.
+    /// The `retry:` value sent first, as a line of the first event's block;
+    /// `None` sends none.
     ///
     /// ```
     /// let w = tinysse::StreamWriter::new().retry(Some(500));
     /// # let _ = w;
     /// ```
     pub fn retry(mut self, millis: Option<u64>) -> StreamWriter {
-        self.retry = millis;
+        self.spec.retry = millis;
         self
     }
 
@@ -107,7 +92,7 @@ impl StreamWriter {
     /// # let _ = w;
     /// ```
     pub fn chunked(mut self, chunked: bool) -> StreamWriter {
-        self.chunked = chunked;
+        self.spec.chunked = chunked;
         self
     }
 
@@ -135,7 +120,7 @@ impl StreamWriter {
         let (name, value) = (name.into(), value.into());
         let breaks = |s: &str| s.bytes().any(|b| b == b'\r' || b == b'\n');
         if !breaks(&name) && !breaks(&value) {
-            self.headers.push((name, value));
+            self.spec.headers.push((name, value));
         }
         self
     }
@@ -154,234 +139,130 @@ impl StreamWriter {
         self
     }
 
-    pub(crate) fn evicted_flag(mut self, flag: Arc<AtomicBool>) -> StreamWriter {
-        self.evicted = Some(flag);
-        self
-    }
-
-    pub(crate) fn count_frames(mut self, counter: Arc<AtomicU64>) -> StreamWriter {
-        self.frames_written = Some(counter);
-        self
-    }
-
     /// Writes the stream until the senders drop, shutdown, or a write fails.
-    pub fn run<W: Write, T: Encode>(&self, out: W, frames: Receiver<T>) -> StreamEnd {
-        self.run_with_prelude::<W, T, Event>(out, &[], frames)
+    pub fn run<W: Write>(&self, mut out: W, events: Receiver<Event>) -> StreamEnd {
+        self.stream(&mut out, Vec::new(), &events, None)
     }
 
-    /// Like [`run`](Self::run), but writes `prelude` (a replay) right after
-    /// `retry:` and before anything from the channel.
-    pub fn run_with_prelude<W: Write, T: Encode, P: Encode>(
-        &self,
-        mut out: W,
-        prelude: &[P],
-        frames: Receiver<T>,
-    ) -> StreamEnd {
-        match self.stream(&mut out, prelude, &frames) {
-            Ok(end) => end,
-            Err(e) => StreamEnd::ClientGone(e),
-        }
+    /// Like [`run`](Self::run), for frames encoded already (a producer that
+    /// encodes on its own thread, or frames taken from a hub).
+    pub fn run_frames<W: Write>(&self, mut out: W, frames: Receiver<Frame>) -> StreamEnd {
+        self.stream(&mut out, Vec::new(), &frames, None)
     }
 
-    fn stream<W: Write, T: Encode, P: Encode>(
+    /// Writes a hub subscription: its gap event and replay first, then its
+    /// live frames, until the hub evicts it ([`StreamEnd::Evicted`]: what
+    /// is queued is not sent, the client catches up from history when it
+    /// reconnects), shutdown, or a write fails. Dropping the subscription
+    /// at the end unsubscribes it.
+    ///
+    /// ```
+    /// use tinysse::{Event, Hub, StreamEnd, StreamWriter};
+    ///
+    /// let hub = Hub::new();
+    /// let first = hub.publish("t", &Event::data("old"))?;
+    /// let sub = hub.subscribe(&["t"], Some(first - 1))?;
+    /// let (stop, stopped) = crossbeam_channel::bounded::<()>(0);
+    /// drop(stop); // shut down at once: the replay, then the end
+    /// let mut out = Vec::new();
+    /// let w = StreamWriter::new().head(false).chunked(false).shutdown_signal(stopped);
+    /// assert!(matches!(w.run_subscription(&mut out, sub), StreamEnd::Shutdown));
+    /// assert_eq!(out, format!("retry: 2000\nid: {first}\ndata: old\n\n").as_bytes());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn run_subscription<W: Write>(&self, mut out: W, mut sub: Subscription) -> StreamEnd {
+        let prelude = sub.take_prelude();
+        let frames = sub.receiver().clone();
+        self.stream(&mut out, prelude, &frames, Some(&sub))
+    }
+
+    fn stream<W: Write, T: Encode>(
         &self,
         out: &mut W,
-        prelude: &[P],
+        prelude: Vec<Frame>,
         frames: &Receiver<T>,
-    ) -> io::Result<StreamEnd> {
-        if self.head {
-            out.write_all(self.head_bytes().as_bytes())?;
-            // The head goes out now even with nothing else to send, so the
-            // client knows at once that the subscription is live.
-            out.flush()?;
-        }
-        let mut batch = Batch::new(self.chunked);
-        if let Some(ms) = self.retry {
-            Event::retry(ms).encode_into(batch.body());
-            batch.frames += 1;
-        }
-        for p in prelude {
-            p.encode_into(batch.body());
-            batch.frames += 1;
-            if batch.len() >= BATCH_BYTES {
-                self.send(out, &mut batch)?;
-            }
-        }
-        self.send(out, &mut batch)?;
-
+        sub: Option<&Subscription>,
+    ) -> StreamEnd {
+        let evicted = || sub.is_some_and(Subscription::is_evicted);
+        let mut e = Engine::new(&self.spec, self.head, SystemTime::now(), Instant::now());
         let no_shutdown = never();
         let shutdown = self.shutdown.as_ref().unwrap_or(&no_shutdown);
-        let heartbeat = self.heartbeat.unwrap_or(Duration::from_secs(3600));
-        let mut last_write = Instant::now();
-        loop {
-            if self.is_evicted() {
-                return self.finish(out, StreamEnd::Evicted);
+        // The head goes out now even with nothing else to send, so the
+        // client knows at once that the stream is live.
+        let mut step = send(out, &mut e);
+        for f in prelude {
+            if step.is_err() {
+                break;
             }
-            let wait = heartbeat.saturating_sub(last_write.elapsed());
+            e.push(f.bytes());
+            if !e.has_room() {
+                step = send(out, &mut e);
+            }
+        }
+        e.trim();
+        loop {
+            if let Err(err) = step.and_then(|()| send(out, &mut e)) {
+                return StreamEnd::ClientGone(err);
+            }
+            if e.is_done() {
+                return e.take_end().unwrap_or(StreamEnd::Finished);
+            }
+            step = Ok(());
+            if evicted() {
+                e.evict();
+                continue;
+            }
+            let now = Instant::now();
+            let wait = e
+                .next_heartbeat(now)
+                .map_or(NO_HEARTBEAT_WAIT, |t| t.saturating_duration_since(now));
             select! {
                 recv(frames) -> first => match first {
                     Ok(first) => {
-                        first.encode_into(batch.body());
-                        batch.frames += 1;
+                        e.push_encoded(&first);
                         // Whatever queued up meanwhile goes out in the same write.
-                        batch.drain(frames);
-                        if self.is_evicted() {
-                            return self.finish(out, StreamEnd::Evicted);
+                        gather(&mut e, frames);
+                        if evicted() {
+                            e.evict();
                         }
-                        self.send(out, &mut batch)?;
-                        last_write = Instant::now();
                     }
-                    Err(_) => return self.finish(out, StreamEnd::Finished),
+                    Err(_) => e.finish(StreamEnd::Finished),
                 },
                 recv(shutdown) -> _ => {
                     // select! picks at random among ready arms: frames
                     // already queued were accepted, so they go out first.
-                    batch.drain(frames);
-                    self.send(out, &mut batch)?;
-                    return self.finish(out, StreamEnd::Shutdown);
+                    gather(&mut e, frames);
+                    e.finish(StreamEnd::Shutdown);
                 }
                 default(wait) => {
-                    if self.heartbeat.is_some() && last_write.elapsed() >= heartbeat {
-                        batch.body().extend_from_slice(b": keep-alive\n\n");
-                        batch.frames += 1;
-                        self.send(out, &mut batch)?;
-                        last_write = Instant::now();
-                    }
+                    e.heartbeat(Instant::now());
                 }
             }
         }
     }
+}
 
-    fn is_evicted(&self) -> bool {
-        self.evicted
-            .as_ref()
-            .is_some_and(|f| f.load(Ordering::Acquire))
-    }
-
-    fn send<W: Write>(&self, out: &mut W, batch: &mut Batch) -> io::Result<()> {
-        if batch.len() == 0 {
-            return Ok(());
+/// Adds what is queued, without waiting, up to a batch.
+fn gather<T: Encode>(e: &mut Engine, frames: &Receiver<T>) {
+    while e.has_room() {
+        match frames.try_recv() {
+            Ok(f) => e.push_encoded(&f),
+            Err(_) => break,
         }
-        out.write_all(batch.finish())?;
-        out.flush()?;
-        if let Some(c) = &self.frames_written {
-            c.fetch_add(batch.frames, Ordering::Relaxed);
-        }
-        batch.clear();
-        Ok(())
-    }
-
-    fn finish<W: Write>(&self, out: &mut W, end: StreamEnd) -> io::Result<StreamEnd> {
-        if self.chunked {
-            out.write_all(b"0\r\n\r\n")?;
-        }
-        out.flush()?;
-        Ok(end)
-    }
-
-    pub(crate) fn head_bytes(&self) -> String {
-        let mut head = String::from(
-            "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n\
-             Cache-Control: no-cache\r\nX-Accel-Buffering: no\r\n",
-        );
-        // tiny_http dates every answer it writes; this head it never sees.
-        head.push_str("Date: ");
-        head.push_str(&httpdate::fmt_http_date(std::time::SystemTime::now()));
-        head.push_str("\r\n");
-        head.push_str(if self.chunked {
-            "Transfer-Encoding: chunked\r\n"
-        } else {
-            "Connection: close\r\n"
-        });
-        for (k, v) in &self.headers {
-            head.push_str(k);
-            head.push_str(": ");
-            head.push_str(v);
-            head.push_str("\r\n");
-        }
-        head.push_str("\r\n");
-        head
     }
 }
 
-/// One reusable buffer: room for the chunk-size line, the frames, and the
-/// trailing CRLF, so a burst costs one write and no allocation once warm.
-struct Batch {
-    buf: Vec<u8>,
-    chunked: bool,
-    frames: u64,
-}
-
-impl Batch {
-    fn new(chunked: bool) -> Batch {
-        // Small to start: an idle stream only ever holds `retry:` and
-        // heartbeats, and a burst grows it once.
-        let mut buf = Vec::with_capacity(512);
-        if chunked {
-            buf.resize(CHUNK_PREFIX, 0);
-        }
-        Batch {
-            buf,
-            chunked,
-            frames: 0,
-        }
+/// Writes and flushes whatever the engine has for the socket.
+fn send<W: Write>(out: &mut W, e: &mut Engine) -> io::Result<()> {
+    let bytes = e.pending();
+    if bytes.is_empty() {
+        return Ok(());
     }
-
-    /// Adds what is queued, without waiting, up to a batch's worth.
-    fn drain<T: Encode>(&mut self, frames: &Receiver<T>) {
-        while self.len() < BATCH_BYTES {
-            match frames.try_recv() {
-                Ok(f) => {
-                    f.encode_into(&mut self.buf);
-                    self.frames += 1;
-                }
-                Err(_) => break,
-            }
-        }
-    }
-
-    fn body(&mut self) -> &mut Vec<u8> {
-        &mut self.buf
-    }
-
-    fn start(&self) -> usize {
-        if self.chunked { CHUNK_PREFIX } else { 0 }
-    }
-
-    fn len(&self) -> usize {
-        self.buf.len() - self.start()
-    }
-
-    /// The bytes to write: the chunk-size line is written right-aligned into
-    /// the reserved prefix, so the body never moves.
-    fn finish(&mut self) -> &[u8] {
-        if !self.chunked {
-            return &self.buf;
-        }
-        let len = self.len();
-        self.buf.extend_from_slice(b"\r\n");
-        let mut digits = [0u8; 16];
-        let mut n = len;
-        let mut i = digits.len();
-        loop {
-            i -= 1;
-            digits[i] = b"0123456789abcdef"[n & 15];
-            n >>= 4;
-            if n == 0 {
-                break;
-            }
-        }
-        let hex = &digits[i..];
-        let from = CHUNK_PREFIX - hex.len() - 2;
-        self.buf[from..from + hex.len()].copy_from_slice(hex);
-        self.buf[CHUNK_PREFIX - 2..CHUNK_PREFIX].copy_from_slice(b"\r\n");
-        &self.buf[from..]
-    }
-
-    fn clear(&mut self) {
-        self.buf.truncate(self.start());
-        self.frames = 0;
-    }
+    let n = bytes.len();
+    out.write_all(bytes)?;
+    out.flush()?;
+    e.wrote(n, Instant::now());
+    Ok(())
 }
 
 #[cfg(test)]
@@ -389,7 +270,7 @@ mod tests {
     use super::*;
     use crate::reader::{Item, SseReader};
     use crossbeam_channel::bounded;
-    use std::sync::Mutex;
+    use std::sync::{Arc, Mutex};
 
     /// An in-memory socket that records each write and flush.
     #[derive(Clone, Default)]
@@ -460,7 +341,8 @@ mod tests {
         assert!(!head.to_ascii_lowercase().contains("content-length"));
         let (body, terminated) = dechunk(&bytes[split..]);
         assert!(terminated);
-        assert_eq!(body, b"retry: 2000\n\ndata: one\n\ndata: two\n\n");
+        // `retry:` is a line of the first event's block.
+        assert_eq!(body, b"retry: 2000\ndata: one\n\ndata: two\n\n");
     }
 
     #[test]
@@ -531,7 +413,7 @@ mod tests {
                 .run(r2, rx)
         });
         let started = Instant::now();
-        while !rec.bytes().starts_with(b": keep-alive\n\n") {
+        while !rec.bytes().starts_with(b": keep-alive\n") {
             assert!(started.elapsed() < Duration::from_secs(5), "no heartbeat");
             std::thread::sleep(Duration::from_millis(5));
         }
@@ -583,17 +465,54 @@ mod tests {
 
     #[test]
     fn eviction_ends_the_stream() {
-        let (tx, rx) = bounded(4);
-        tx.send(Event::data("x")).unwrap();
-        let flag = Arc::new(AtomicBool::new(true));
+        let hub = crate::Hub::with_limits(crate::hub::HubLimits {
+            queue: 1,
+            ..crate::hub::HubLimits::default()
+        });
+        let sub = hub.subscribe(&["t"], None).unwrap();
+        for _ in 0..3 {
+            hub.publish("t", &Event::data("x")).unwrap();
+        }
+        assert!(sub.is_evicted());
         let rec = Recorder::default();
         let end = StreamWriter::new()
             .head(false)
-            .evicted_flag(flag)
-            .run(rec.clone(), rx);
+            .run_subscription(rec.clone(), sub);
         assert!(matches!(end, StreamEnd::Evicted));
+        // What was queued is not sent: the client catches up from history.
         let (body, terminated) = dechunk(&rec.bytes());
         assert!(terminated);
-        assert_eq!(body, b"retry: 2000\n\n");
+        assert_eq!(body, b"retry: 2000\n");
+    }
+
+    #[test]
+    fn a_subscription_is_replayed_then_live() {
+        let hub = crate::Hub::new();
+        let old = hub.publish("t", &Event::data("old")).unwrap();
+        let sub = hub.subscribe(&["t"], Some(old - 1)).unwrap();
+        let live = hub.publish("t", &Event::data("live")).unwrap();
+        let (stop, stopped) = bounded::<()>(0);
+        let rec = Recorder::default();
+        let r2 = rec.clone();
+        let t = std::thread::spawn(move || {
+            StreamWriter::new()
+                .head(false)
+                .retry(None)
+                .shutdown_signal(stopped)
+                .run_subscription(r2, sub)
+        });
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !rec.bytes().windows(4).any(|w| w == b"live") {
+            assert!(Instant::now() < deadline, "the live event never came");
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        drop(stop);
+        assert!(matches!(t.join().unwrap(), StreamEnd::Shutdown));
+        let (body, terminated) = dechunk(&rec.bytes());
+        assert!(terminated);
+        assert_eq!(
+            body,
+            format!("id: {old}\ndata: old\n\nid: {live}\ndata: live\n\n").as_bytes()
+        );
     }
 }

@@ -114,3 +114,46 @@ fn custom_routes_count_towards_max_streams() {
     assert_eq!(b.next_message().unwrap(), None);
     srv.stop();
 }
+
+/// More streams than one relay watches (64): every stream still gets each
+/// event as it is sent, and its end.
+#[test]
+fn many_streams_across_relays_each_get_every_event() {
+    use std::sync::{Condvar, Mutex};
+    const STREAMS: usize = 150;
+    // The round every producer may send: most of the time each stream is
+    // idle, so its relay watches its channel.
+    let round = Arc::new((Mutex::new(0usize), Condvar::new()));
+    let r = round.clone();
+    let srv = start(
+        builder()
+            .max_streams(1000)
+            .stream_route("/wait", move |_rq, tx| {
+                let (lock, cv) = &*r;
+                for i in 0..3 {
+                    let guard = lock.lock().unwrap();
+                    let (guard, timeout) = cv
+                        .wait_timeout_while(guard, Duration::from_secs(10), |n| *n <= i)
+                        .unwrap();
+                    drop(guard);
+                    if timeout.timed_out() || tx.send(Event::data(i.to_string())).is_err() {
+                        return;
+                    }
+                }
+            }),
+    );
+    let mut streams: Vec<_> = (0..STREAMS)
+        .map(|_| sse(srv.addr(), "/wait", &[]))
+        .collect();
+    for i in 0..3 {
+        *round.0.lock().unwrap() = i + 1;
+        round.1.notify_all();
+        for s in &mut streams {
+            assert_eq!(s.next_message().unwrap().unwrap().data, i.to_string());
+        }
+    }
+    for mut s in streams {
+        assert_eq!(s.next_message().unwrap(), None);
+    }
+    srv.stop();
+}
