@@ -3,6 +3,7 @@
 
 use std::io::{Cursor, Read};
 use std::sync::Arc;
+use std::time::{Instant, SystemTime};
 
 use crossbeam_channel::bounded;
 use tiny_http::{Header, Method, Request, Response};
@@ -215,15 +216,19 @@ fn stream_head(sh: &Shared, kind: &Kind, sreq: &StreamRequest) -> Reply {
     r
 }
 
-/// How a stream on `rq` is written; `slot` is held until it ends.
-fn stream_spec(sh: &Shared, rq: &Request, slot: StreamSlot) -> StreamSpec {
+/// How a stream on `rq` is written; `slot` is held until it ends, and the
+/// response ends when `grant` does.
+fn stream_spec(sh: &Shared, rq: &Request, slot: StreamSlot, grant: &Grant) -> StreamSpec {
     let mut headers = Vec::new();
     // start() refused a value with a line break.
     if let Some(o) = &sh.config.cors_origin {
         headers.push(("Access-Control-Allow-Origin".to_string(), o.clone()));
     }
     if cors_credentials(sh) {
-        headers.push(("Access-Control-Allow-Credentials".to_string(), "true".into()));
+        headers.push((
+            "Access-Control-Allow-Credentials".to_string(),
+            "true".into(),
+        ));
     }
     StreamSpec {
         spec: Spec {
@@ -235,6 +240,11 @@ fn stream_spec(sh: &Shared, rq: &Request, slot: StreamSlot) -> StreamSpec {
         write_timeout: sh.write_timeout,
         frames_written: sh.metrics.frames_written.clone(),
         hold: Box::new(slot),
+        // On the monotonic clock from now: a wall clock stepped later
+        // neither cuts a stream short nor keeps it past its token.
+        ends_at: grant
+            .remaining(SystemTime::now())
+            .and_then(|left| Instant::now().checked_add(left)),
     }
 }
 
@@ -306,7 +316,7 @@ fn start_events(sh: &Arc<Shared>, rq: Request, sreq: &StreamRequest) {
         }
     };
     // Before a slot is taken or a topic created: a refusal leaves no trace.
-    let _grant = match authorize_events(sh, sreq, &topics) {
+    let grant = match authorize_events(sh, sreq, &topics) {
         Ok(g) => g,
         Err(reply) => {
             let _ = rq.respond(reply);
@@ -335,7 +345,7 @@ fn start_events(sh: &Arc<Shared>, rq: Request, sreq: &StreamRequest) {
             return;
         }
     };
-    let spec = stream_spec(sh, &rq, slot);
+    let spec = stream_spec(sh, &rq, slot, &grant);
     hand_over(sh, rq, notify, Feed::Hub(sub), spec);
 }
 
@@ -344,7 +354,7 @@ fn start_custom(
     rq: Request,
     sreq: StreamRequest,
     handler: Arc<crate::server::StreamHandler>,
-    _grant: Grant,
+    grant: Grant,
 ) {
     let Some(slot) = StreamSlot::take(sh) else {
         over_capacity(rq);
@@ -357,7 +367,7 @@ fn start_custom(
         let _ = rq.respond(text(503, "cannot start the stream"));
         return;
     }
-    let spec = stream_spec(sh, &rq, slot);
+    let spec = stream_spec(sh, &rq, slot, &grant);
     hand_over(sh, rq, sh.pool.notify(), Feed::Events(rx), spec);
 }
 
@@ -376,7 +386,7 @@ pub(crate) fn firehose_params(sreq: &StreamRequest) -> Result<(u64, usize), Stri
     Ok((count, size))
 }
 
-fn start_firehose(sh: &Arc<Shared>, rq: Request, sreq: &StreamRequest, _grant: Grant) {
+fn start_firehose(sh: &Arc<Shared>, rq: Request, sreq: &StreamRequest, grant: Grant) {
     let (count, size) = match firehose_params(sreq) {
         Ok(p) => p,
         Err(reason) => {
@@ -398,7 +408,7 @@ fn start_firehose(sh: &Arc<Shared>, rq: Request, sreq: &StreamRequest, _grant: G
         let _ = rq.respond(text(503, "cannot start the stream"));
         return;
     }
-    let spec = stream_spec(sh, &rq, slot);
+    let spec = stream_spec(sh, &rq, slot, &grant);
     hand_over(sh, rq, sh.pool.notify(), Feed::Frames(rx), spec);
 }
 
