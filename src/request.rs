@@ -31,7 +31,7 @@ impl fmt::Debug for StreamRequest {
     // By hand: headers and query may carry a token, and a `Debug` line
     // may end up in a log.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fn shown<'a>(pairs: &'a Pairs, secret: fn(&str) -> bool) -> Vec<(&'a str, &'a str)> {
+        fn shown(pairs: &Pairs, secret: fn(&str) -> bool) -> Vec<(&str, &str)> {
             pairs
                 .iter()
                 .map(|(k, v)| {

@@ -98,7 +98,9 @@ fn conflicting_or_unusable_settings_exit_2_with_one_line() {
         empty.to_str().unwrap(),
         not_pem.to_str().unwrap(),
     );
-    let cases: Vec<(Vec<&str>, Vec<(&str, &str)>, &str)> = vec![
+    // Flags, environment, and the name the error must give.
+    type Case<'a> = (Vec<&'a str>, Vec<(&'a str, &'a str)>, &'a str);
+    let cases: Vec<Case> = vec![
         (
             vec!["--jwt-secret", KEY, "--publish-token", "tok-123"],
             vec![],

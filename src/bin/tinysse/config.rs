@@ -97,8 +97,8 @@ impl fmt::Debug for Secret {
 /// What the command line asks for.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Command {
-    /// Run the server.
-    Run(Config),
+    /// Run the server (boxed: the settings are large, the others empty).
+    Run(Box<Config>),
     /// Print usage and exit 0.
     Help,
     /// Print the version and exit 0.
@@ -382,7 +382,7 @@ impl Config {
             }
         }
         c.check_auth()?;
-        Ok(Command::Run(c))
+        Ok(Command::Run(Box::new(c)))
     }
 
     /// Refuses settings that contradict each other: one key at most, and
@@ -486,7 +486,7 @@ mod tests {
 
     fn run(args: &[&str], env: &[(&str, &str)]) -> Config {
         match parse(args, env).unwrap() {
-            Command::Run(c) => c,
+            Command::Run(c) => *c,
             other => panic!("{other:?}"),
         }
     }
@@ -583,7 +583,9 @@ mod tests {
             ],
         );
         assert_eq!(c.jwt_secret_file, Some(PathBuf::from("/k")));
-        let refused: &[(&[&str], &[(&str, &str)], &str)] = &[
+        // Flags, environment, and the name the error must give.
+        type Case<'a> = (&'a [&'a str], &'a [(&'a str, &'a str)], &'a str);
+        let refused: &[Case] = &[
             (
                 &["--jwt-secret", "k", "--publish-token", "t"],
                 &[],

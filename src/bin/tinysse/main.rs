@@ -59,7 +59,7 @@ fn main() -> ExitCode {
     let _ = log::set_logger(&StderrLog).map(|()| log::set_max_level(level));
 
     let config = match Config::parse(std::env::args_os().skip(1), |k| std::env::var(k).ok()) {
-        Ok(Command::Run(c)) => c,
+        Ok(Command::Run(c)) => *c,
         Ok(Command::Help) => {
             print!("{}", config::usage());
             return ExitCode::SUCCESS;
