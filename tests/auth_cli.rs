@@ -37,14 +37,27 @@ fn hs(key: &[u8], c: &Value) -> String {
     .unwrap()
 }
 
-/// Runs the binary to its exit (these never start listening).
+/// Runs the binary to its exit, which these arguments should make it do at
+/// once; one that starts serving instead is killed after 10 s (and then
+/// has no exit code).
 fn run(args: &[&str], env: &[(&str, &str)]) -> (Option<i32>, String, String) {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_tinysse"));
     cmd.args(args).env("TINYSSE_LOG", "debug");
     for (k, v) in env {
         cmd.env(k, v);
     }
-    let out = cmd.stdin(Stdio::null()).output().expect("run tinysse");
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run tinysse");
+    let end = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while child.try_wait().expect("wait").is_none() && std::time::Instant::now() < end {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let _ = child.kill();
+    let out = child.wait_with_output().expect("tinysse's output");
     (
         out.status.code(),
         String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -361,14 +374,17 @@ fn debug_logs_never_show_the_key_or_a_token() {
     let a = bin.addr;
     let good = hs(KEY.as_bytes(), &claims(&["t"], &["t"]));
     let wrong = hs(b"another key", &claims(&["t"], &["t"]));
-    for t in [&good, &wrong] {
+    for (t, ok, topic_refused) in [(&good, 200, 403), (&wrong, 401, 401)] {
         let cookie = format!("tinysse_token={t}");
         let bearer = format!("Bearer {t}");
-        let _ = status(a, &format!("/events?topic=t&access_token={t}"), &[]);
-        let _ = status(a, "/events?topic=t", &[("Cookie", &cookie)]);
-        let _ = status(a, "/events?topic=t", &[("Authorization", &bearer)]);
-        let _ = publish(a, Some(t), "t");
-        let _ = publish(a, Some(t), "u");
+        let target = format!("/events?topic=t&access_token={t}");
+        assert_eq!(status(a, &target, &[]), ok);
+        assert_eq!(status(a, "/events?topic=t", &[("Cookie", &cookie)]), ok);
+        let h = [("Authorization", bearer.as_str())];
+        assert_eq!(status(a, "/events?topic=t", &h), ok);
+        assert_eq!(status(a, "/events?topic=u", &h), topic_refused);
+        assert_eq!(publish(a, Some(t), "t").status, ok);
+        assert_eq!(publish(a, Some(t), "u").status, topic_refused);
     }
     bin.stop();
     let text = std::fs::read_to_string(&log).unwrap();

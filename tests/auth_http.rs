@@ -470,6 +470,8 @@ fn metrics_healthz_and_files_need_no_token_and_custom_routes_stay_open() {
             }),
     );
     let a = srv.addr();
+    // The control: this server does refuse a token-less subscription.
+    assert_eq!(status(a, "/events?topic=t", &[]), 401);
     assert_eq!(get(a, "/metrics").status, 200);
     assert_eq!(get(a, "/healthz").status, 200);
     assert_eq!(get(a, "/").status, 200);
