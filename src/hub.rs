@@ -43,6 +43,7 @@ use crossbeam_channel::{Receiver, Sender, unbounded};
 use crate::defaults;
 use crate::event::{Event, Frame, ID_ROOM};
 use crate::metrics::Metrics;
+use crate::store::{Loaded, Store};
 
 /// How the hub tells whoever serves a subscription (its owner: a writer
 /// pool thread) that it has something to do: a frame was queued, or it was
@@ -75,37 +76,6 @@ pub(crate) fn system_clock_us() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(1, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
-}
-
-/// The storage seam: what a hub asks of where it keeps acknowledged events
-/// beyond memory (none by default). An event is appended, and only then
-/// acknowledged and delivered; at start-up the hub loads what the store
-/// retained. Events published elsewhere (another instance) come in through
-/// [`Hub::ingest`].
-pub(crate) trait Store: Send + Sync {
-    /// Makes one event durable; returns once it is (a group commit may
-    /// take many at once). An error is a one-line reason: nothing was kept.
-    fn append(&self, topic: &str, id: u64, at_ms: u64, payload: &[u8]) -> Result<(), String>;
-    /// What the store retained, for a hub starting up.
-    fn load(&self, seed: u64) -> Result<Loaded, String>;
-    /// Whether the store can take appends now; the reason if not.
-    fn health(&self) -> Result<(), String>;
-    /// Drops what is older than the store's age limit, if it has one.
-    fn prune_by_age(&self) -> Result<(), String>;
-}
-
-/// What a [`Store`] retained.
-#[derive(Debug, Default)]
-pub(crate) struct Loaded {
-    /// Every retained event, ids ascending: (id, topic, at_ms, payload).
-    pub(crate) events: Vec<(u64, String, u64, Vec<u8>)>,
-    /// The highest id ever stored (pruned or not): the next id is larger.
-    pub(crate) highest_id: u64,
-    /// The first id the store was used with: a client asking from before
-    /// it may have missed what the store never held.
-    pub(crate) first_id: u64,
-    /// Per topic, the largest id that left its retained events.
-    pub(crate) pruned: HashMap<String, u64>,
 }
 
 /// A stored event waiting for its turn: topic, publish time, bytes.

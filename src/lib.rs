@@ -156,6 +156,10 @@ mod reader;
 mod request;
 mod routes;
 mod server;
+mod state;
+mod store;
+#[cfg(feature = "redis")]
+mod store_redis;
 mod store_sqlite;
 mod stream;
 
@@ -171,6 +175,17 @@ pub use reader::{Item, Message, SseReader};
 pub use request::StreamRequest;
 pub use server::{Server, ServerBuilder, ServerHandle, StartError, StoreSync};
 pub use stream::{StreamEnd, StreamWriter};
+
+/// The Redis engine (`src/store_redis.rs`), for tests/redis_store.rs until
+/// the hub uses it: not part of the API.
+#[cfg(feature = "redis")]
+#[doc(hidden)]
+pub mod redis_engine {
+    pub use crate::store_redis::{
+        Followed, Follower, PUBLISH_LUA, Published, RedisError, RedisEvent, RedisOptions,
+        RedisStore, Replayed,
+    };
+}
 
 /// Entry points for the fuzz targets in `fuzz/` (feature `fuzzing`, off by
 /// default): not part of the API.

@@ -15,7 +15,7 @@ use crate::files;
 use crate::hub::{PublishError, Ready, SubscribeError};
 use crate::pool::{Feed, Notify, StreamSpec};
 use crate::request::{StreamRequest, parse_pairs};
-use crate::server::{Shared, StreamSlot, spawn_producer};
+use crate::state::{Shared, StreamSlot, spawn_producer};
 
 /// The `/firehose` producer's stack: it only encodes into one buffer.
 const FIREHOSE_STACK: usize = 64 * 1024;
@@ -111,6 +111,24 @@ fn path_of(rq: &Request) -> &str {
     &url[..end]
 }
 
+/// Answers one request, on its connection's thread. A panic here (a bug)
+/// ends this connection only: the client gets a `500` from the request's
+/// drop, and everyone else is served on.
+pub(crate) fn handle(sh: &Arc<Shared>, rq: tiny_http::Request) {
+    let served = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        if sh.stopping.load(std::sync::atomic::Ordering::Acquire) {
+            let _ = rq.respond(text(503, "shutting down"));
+            return;
+        }
+        if let Some(rq) = try_stream(sh, rq) {
+            handle_short(sh, rq);
+        }
+    }));
+    if served.is_err() {
+        log::error!("a request handler panicked; its connection was closed");
+    }
+}
+
 /// Takes over stream requests; hands anything else back for the worker pool.
 pub(crate) fn try_stream(sh: &Arc<Shared>, rq: Request) -> Option<Request> {
     let path = path_of(&rq);
@@ -164,7 +182,7 @@ pub(crate) fn try_stream(sh: &Arc<Shared>, rq: Request) -> Option<Request> {
 enum Kind {
     Events,
     Firehose,
-    Custom(Arc<crate::server::StreamHandler>),
+    Custom(Arc<crate::state::StreamHandler>),
 }
 
 /// The answer to `HEAD` on a stream: the status and head a `GET` would get,
@@ -353,7 +371,7 @@ fn start_custom(
     sh: &Arc<Shared>,
     rq: Request,
     sreq: StreamRequest,
-    handler: Arc<crate::server::StreamHandler>,
+    handler: Arc<crate::state::StreamHandler>,
     grant: Grant,
 ) {
     let Some(slot) = StreamSlot::take(sh) else {

@@ -23,52 +23,14 @@ use crate::metrics::Metrics;
 use crate::pool::Pool;
 use crate::request::StreamRequest;
 use crate::routes;
-
-/// A custom stream route's handler: it gets the request and a `Sender`, runs
-/// on a producer thread of its own, and ends the stream by dropping the sender
-/// (see [`ServerBuilder::stream_route`], which takes any such closure).
-pub(crate) type StreamHandler = dyn Fn(&StreamRequest, Sender<Event>) + Send + Sync + 'static;
+use crate::state::{Settings, Shared, StreamHandler};
 
 /// Writer pool threads at most: one per core, as each is busy only while
 /// it writes.
 const MAX_POOL_THREADS: usize = 4;
-/// Stack for a custom route's producer thread: user code, so more room.
-const PRODUCER_STACK: usize = 256 * 1024;
 /// After shutdown begins, streams still open this long are dropped: within
 /// `ServerHandle::join`'s 2 s.
 const STOP_DEADLINE: Duration = Duration::from_millis(1800);
-
-/// Everything the request handlers share.
-pub(crate) struct Shared {
-    pub(crate) config: Settings,
-    pub(crate) hub: Hub,
-    pub(crate) metrics: Arc<Metrics>,
-    pub(crate) routes: HashMap<String, Arc<StreamHandler>>,
-    pub(crate) stopping: AtomicBool,
-    /// Cloned into every stream slot, so that all of them dropped means
-    /// every stream has ended; `None` once shutdown has begun.
-    pub(crate) streams: Mutex<Option<Sender<()>>>,
-    /// The threads that write every stream.
-    pub(crate) pool: Pool,
-    /// How long a stream's socket may take nothing before it is dropped.
-    pub(crate) write_timeout: Option<Duration>,
-}
-
-/// The settings a server runs with (the builder's values).
-#[derive(Clone, Debug)]
-pub(crate) struct Settings {
-    pub(crate) public: Option<PathBuf>,
-    pub(crate) heartbeat: Option<Duration>,
-    pub(crate) retry: Option<u64>,
-    pub(crate) max_streams: u64,
-    pub(crate) max_body: u64,
-    pub(crate) publish_token: Option<String>,
-    pub(crate) cors_origin: Option<String>,
-    pub(crate) firehose: bool,
-    /// Who may subscribe and publish; `None`: anyone may subscribe, and
-    /// `publish_token` (or plain local requests) decide publishing.
-    pub(crate) auth: Option<AuthCheck>,
-}
 
 /// Builds and starts a server.
 ///
@@ -610,7 +572,7 @@ impl ServerBuilder {
                 };
                 let opened = crate::store_sqlite::SqliteStore::open(path, opts)
                     .map_err(|e| StartError::Store(Box::new(e)))?;
-                Some(Arc::new(opened) as Arc<dyn crate::hub::Store>)
+                Some(Arc::new(opened) as Arc<dyn crate::store::Store>)
             }
             None => None,
         };
@@ -650,7 +612,7 @@ impl ServerBuilder {
         // answer wait on that one client, never on a thread that others
         // need.
         let sh = shared.clone();
-        let handler: tiny_http::Handler = Arc::new(move |rq| handle(&sh, rq));
+        let handler: tiny_http::Handler = Arc::new(move |rq| routes::handle(&sh, rq));
         let http =
             match tiny_http::Server::from_listener_with_handler(listener, None, limits, handler) {
                 Ok(h) => h,
@@ -694,81 +656,6 @@ fn listen(addr: SocketAddr, write_timeout: Option<Duration>) -> io::Result<TcpLi
     socket.bind(&SockAddr::from(addr))?;
     socket.listen(1024)?;
     Ok(socket.into())
-}
-
-/// Answers one request, on its connection's thread. A panic here (a bug)
-/// ends this connection only: the client gets a `500` from the request's
-/// drop, and everyone else is served on.
-fn handle(sh: &Arc<Shared>, rq: tiny_http::Request) {
-    let served = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        if sh.stopping.load(Ordering::Acquire) {
-            let _ = rq.respond(routes::text(503, "shutting down"));
-            return;
-        }
-        if let Some(rq) = routes::try_stream(sh, rq) {
-            routes::handle_short(sh, rq);
-        }
-    }));
-    if served.is_err() {
-        log::error!("a request handler panicked; its connection was closed");
-    }
-}
-
-/// Holds one slot of `--max-streams` and keeps the server's shutdown waiting
-/// until the stream that owns it ends.
-pub(crate) struct StreamSlot {
-    shared: Arc<Shared>,
-    _alive: Sender<()>,
-}
-
-impl StreamSlot {
-    /// Takes a slot, or `None` when `max_streams` are open (counted as
-    /// rejected) or shutdown has begun.
-    pub(crate) fn take(sh: &Arc<Shared>) -> Option<StreamSlot> {
-        let m = &sh.metrics;
-        let max = sh.config.max_streams;
-        // Under the registry's lock, so a slot is either taken before
-        // shutdown takes the registry, or not given at all.
-        let streams = sh.streams.lock().unwrap_or_else(|p| p.into_inner());
-        let alive = streams.as_ref()?;
-        let ok = m
-            .streams_active
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-                (n < max).then_some(n + 1)
-            })
-            .is_ok();
-        if !ok {
-            m.streams_rejected.fetch_add(1, Ordering::Relaxed);
-            return None;
-        }
-        m.streams_total.fetch_add(1, Ordering::Relaxed);
-        Some(StreamSlot {
-            shared: sh.clone(),
-            _alive: alive.clone(),
-        })
-    }
-}
-
-impl Drop for StreamSlot {
-    fn drop(&mut self) {
-        self.shared
-            .metrics
-            .streams_active
-            .fetch_sub(1, Ordering::AcqRel);
-    }
-}
-
-/// Runs a custom route's handler on a producer thread of its own.
-pub(crate) fn spawn_producer(
-    handler: Arc<StreamHandler>,
-    rq: StreamRequest,
-    tx: Sender<Event>,
-) -> io::Result<()> {
-    thread::Builder::new()
-        .name("tinysse-producer".into())
-        .stack_size(PRODUCER_STACK)
-        .spawn(move || handler(&rq, tx))
-        .map(drop)
 }
 
 /// A running server. Dropping it does not stop it: call

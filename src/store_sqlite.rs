@@ -258,7 +258,7 @@ impl SqliteStore {
     }
 }
 
-impl crate::hub::Store for SqliteStore {
+impl crate::store::Store for SqliteStore {
     fn append(&self, topic: &str, id: u64, at_ms: u64, payload: &[u8]) -> Result<(), String> {
         SqliteStore::append(
             self,
@@ -272,9 +272,9 @@ impl crate::hub::Store for SqliteStore {
         .map_err(|e| e.to_string())
     }
 
-    fn load(&self, seed: u64) -> Result<crate::hub::Loaded, String> {
+    fn load(&self, seed: u64) -> Result<crate::store::Loaded, String> {
         let events = SqliteStore::load(self).map_err(|e| e.to_string())?;
-        Ok(crate::hub::Loaded {
+        Ok(crate::store::Loaded {
             events: events
                 .into_iter()
                 .map(|r| (r.id, r.topic, r.at_ms, r.payload))

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use tinysse::{EventStream, ServerBuilder, ServerHandle};
 
 pub mod nginx;
+pub mod redis;
 
 pub const TIMEOUT: Duration = Duration::from_secs(10);
 
