@@ -8,10 +8,13 @@
 //
 // The script starts the server itself on a free port, restarts it once on the
 // same port, and always stops it (SIGTERM) at the end; the CSRF tests start a
-// second, token-less server and a page server of their own, and stop both. Prints
+// second, token-less server and a page server of their own, and stop both; the
+// authorization tests start a server with --jwt-secret-file (tokens minted here)
+// and a page server on another origin, and stop both. Prints
 // "N passed, M failed" and exits non-zero on any failure.
 
 import { spawn } from 'node:child_process';
+import crypto from 'node:crypto';
 import fs from 'node:fs';
 import http from 'node:http';
 import os from 'node:os';
@@ -28,7 +31,7 @@ const TARGET = process.env.CARGO_TARGET_DIR
   : path.join(REPO, 'target');
 const BIN = process.env.TINYSSE_BIN || path.join(TARGET, 'release', 'tinysse');
 const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
-const OVERALL_TIMEOUT_MS = 110_000;
+const OVERALL_TIMEOUT_MS = 180_000;
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
@@ -350,6 +353,7 @@ async function main() {
 
     await page.screenshot({ path: path.join(ARTIFACTS, 'dashboard.png'), fullPage: true });
     await csrfTests(browser);
+    await authTests(browser);
     const phone = await context.newPage();
     await phone.setViewportSize({ width: 390, height: 844 });
     await phone.goto(srv.url + '/', { waitUntil: 'load' });
@@ -425,6 +429,174 @@ async function csrfTests(browser) {
     await context.close().catch(() => {});
     if (other) other.close();
     if (target) await stopServer(target);
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+// --------------------------------------------------------------------------
+// Authorization (--jwt-secret-file): the dashboard takes a token from
+// ?access_token= or its field; a plain EventSource carries the
+// tinysse_token cookie same-origin, and cross-origin with
+// {withCredentials: true} (the page on another port of 127.0.0.1: another
+// origin, the same site, so the cookie goes along).
+// --------------------------------------------------------------------------
+
+// An HS256 JWT, as docs/auth.md mints one.
+function mint(key, claims) {
+  const b64 = (o) => Buffer.from(JSON.stringify(o)).toString('base64url');
+  const input = `${b64({ alg: 'HS256', typ: 'JWT' })}.${b64(claims)}`;
+  return `${input}.${crypto.createHmac('sha256', key).update(input).digest('base64url')}`;
+}
+
+// POST /publish with a JSON body and, if given, a Bearer token.
+function publishAs(srv, token, topic, data) {
+  return new Promise((resolve, reject) => {
+    const body = JSON.stringify({ topic, data });
+    const headers = { 'Content-Type': 'application/json', 'Content-Length': Buffer.byteLength(body) };
+    if (token) headers.Authorization = `Bearer ${token}`;
+    const req = http.request(`${srv.url}/publish`, { method: 'POST', headers }, (res) => {
+      let text = '';
+      res.setEncoding('utf8');
+      res.on('data', (d) => { text += d; });
+      res.on('end', () => resolve({ status: res.statusCode, body: text.trim() }));
+    });
+    req.on('error', reject);
+    req.setTimeout(10_000, () => req.destroy(new Error('publish: timeout')));
+    req.end(body);
+  });
+}
+
+// In the page: opens an EventSource and resolves once it is open, or
+// rejects with its readyState when it fails; messages go to window.got.
+function openSource([url, init]) {
+  return new Promise((resolve, reject) => {
+    const es = new EventSource(url, init);
+    window.got = [];
+    window.es = es;
+    es.onmessage = (e) => window.got.push(e.data);
+    es.onopen = () => resolve('open');
+    es.onerror = () => {
+      const st = es.readyState;
+      es.close();
+      reject(new Error(`EventSource failed (readyState ${st})`));
+    };
+  });
+}
+
+async function authTests(browser) {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'tinysse-auth-'));
+  const key = crypto.randomBytes(32).toString('hex');
+  const keyFile = path.join(dir, 'jwt.key');
+  fs.writeFileSync(keyFile, key + '\n', { mode: 0o600 });
+  const exp = Math.floor(Date.now() / 1000) + 900;
+  const reader = mint(key, { exp, tinysse: { subscribe: ['demo', 'chat', 'private/*'], publish: ['chat'] } });
+  const backend = mint(key, { exp, tinysse: { publish: ['*'] } });
+  let hub = null;
+  let app = null;
+  const contexts = [];
+  const newPage = async () => {
+    const c = await browser.newContext();
+    contexts.push(c);
+    const p = await c.newPage();
+    p.setDefaultTimeout(10_000);
+    return [c, p];
+  };
+  try {
+    // The application's page, on another origin.
+    app = http.createServer((req, res) => {
+      res.writeHead(200, { 'Content-Type': 'text/html; charset=utf-8' });
+      res.end('<!doctype html><meta charset="utf-8"><title>app</title><p>app</p>');
+    });
+    await new Promise((r) => app.listen(0, '127.0.0.1', r));
+    const appOrigin = `http://127.0.0.1:${app.address().port}`;
+    hub = await startServer('127.0.0.1:0', ['--jwt-secret-file', keyFile, '--cors-origin', appOrigin]);
+
+    await test('with --jwt-secret-file the dashboard takes its token from ?access_token=', async () => {
+      const [context, page] = await newPage();
+      await page.goto(`${hub.url}/?access_token=${reader}`, { waitUntil: 'load' });
+      await waitText(page, '#conn-state', 'open', 10_000);
+      await waitText(page, '#pub-state', 'open', 10_000);
+      assert(!page.url().includes('access_token'), `the token stayed in the address bar: ${page.url()}`);
+      const cookies = await context.cookies(hub.url);
+      assert(cookies.some((c) => c.name === 'tinysse_token' && c.value === reader), 'no tinysse_token cookie');
+      // demo events arrive, and the publish form works with the token
+      await page.waitForFunction(() => /^\d+$/.test(document.querySelector('#last-id').textContent.trim()), null, { timeout: 8000, polling: 50 });
+      const value = `authorized ${Math.random().toString(36).slice(2, 8)}`;
+      await page.fill('#pub-data', value);
+      await page.click('#pub-send');
+      await page.waitForFunction(() => document.querySelector('#pub-result')?.dataset.ok, null, { timeout: 5000, polling: 50 });
+      const res = await page.$eval('#pub-result', (el) => ({ ok: el.dataset.ok, text: el.textContent }));
+      assert(res.ok === 'true', `publish with the token: ${res.text}`);
+      await page.waitForFunction((v) => document.querySelector('#pub-log li')?.dataset.data === v, value, { timeout: 5000, polling: 50 });
+      // a topic the token may not publish to: 403, shown
+      await page.fill('#pub-topic', 'private/x');
+      await page.fill('#pub-data', 'no');
+      await page.click('#pub-send');
+      await page.waitForFunction(() => document.querySelector('#pub-result')?.dataset.ok === 'false', null, { timeout: 5000, polling: 50 });
+      const err = await text(page, '#pub-result');
+      assert(/^403\b/.test(err), `a topic outside the token should show 403, shows ${JSON.stringify(err)}`);
+    });
+
+    await test('without a token the dashboard says unauthorized, and the token field fixes it', async () => {
+      const [, page] = await newPage();
+      await page.goto(`${hub.url}/`, { waitUntil: 'load' });
+      await waitText(page, '#conn-state', 'unauthorized', 10_000);
+      await page.fill('#pub-data', 'anonymous');
+      await page.click('#pub-send');
+      await page.waitForFunction(() => document.querySelector('#pub-result')?.dataset.ok === 'false', null, { timeout: 8000, polling: 50 });
+      const err = await text(page, '#pub-result');
+      assert(/^401\b/.test(err), `publishing without a token should show 401, shows ${JSON.stringify(err)}`);
+      await page.fill('#token', reader);
+      await page.click('#token-use');
+      await waitText(page, '#token-state', 'set', 2000);
+      await waitText(page, '#conn-state', 'open', 10_000);
+      await waitText(page, '#pub-state', 'open', 10_000);
+      await page.fill('#pub-data', 'with the field');
+      await page.click('#pub-send');
+      await page.waitForFunction(() => document.querySelector('#pub-result')?.dataset.ok === 'true', null, { timeout: 5000, polling: 50 });
+      await page.waitForFunction(() => document.querySelector('#pub-log li')?.dataset.data === 'with the field', null, { timeout: 5000, polling: 50 });
+    });
+
+    await test('EventSource with the tinysse_token cookie, same-origin', async () => {
+      const [context, page] = await newPage();
+      await context.addCookies([{ name: 'tinysse_token', value: reader, url: hub.url, sameSite: 'Strict' }]);
+      await page.goto(`${hub.url}/healthz`);
+      const seen = [];
+      page.on('request', (r) => { if (r.url().includes('/events?')) seen.push(r); });
+      await page.evaluate(openSource, ['/events?topic=private/1', undefined]);
+      assert(/tinysse_token=/.test(await seen[0].headerValue('cookie') || ''), 'the cookie was not sent');
+      const p = await publishAs(hub, backend, 'private/1', 'secret one');
+      assert(p.status === 200, `publish: ${p.status} ${p.body}`);
+      await page.waitForFunction(() => window.got.includes('secret one'), null, { timeout: 5000, polling: 50 });
+      // The same page without the cookie is refused.
+      const [, bare] = await newPage();
+      await bare.goto(`${hub.url}/healthz`);
+      const refused = await bare.evaluate(openSource, ['/events?topic=private/1', undefined]).then(() => 'open', (e) => e.message);
+      assert(/readyState 2/.test(refused), `without the cookie: ${refused}`);
+    });
+
+    await test('EventSource cross-origin with credentials (withCredentials: true)', async () => {
+      const [context, page] = await newPage();
+      await context.addCookies([{ name: 'tinysse_token', value: reader, url: hub.url, sameSite: 'Lax' }]);
+      await page.goto(`${appOrigin}/`);
+      const responses = [];
+      page.on('response', (r) => { if (r.url().includes('/events?')) responses.push(r); });
+      const url = `${hub.url}/events?topic=private/2`;
+      await page.evaluate(openSource, [url, { withCredentials: true }]);
+      const h = await responses[0].allHeaders();
+      assert(h['access-control-allow-origin'] === appOrigin, `Access-Control-Allow-Origin: ${h['access-control-allow-origin']}`);
+      assert(h['access-control-allow-credentials'] === 'true', `Access-Control-Allow-Credentials: ${h['access-control-allow-credentials']}`);
+      const p = await publishAs(hub, backend, 'private/2', 'cross-origin secret');
+      assert(p.status === 200, `publish: ${p.status} ${p.body}`);
+      await page.waitForFunction(() => window.got.includes('cross-origin secret'), null, { timeout: 5000, polling: 50 });
+      // Without withCredentials the browser sends no cookie: refused.
+      const refused = await page.evaluate(openSource, [url, undefined]).then(() => 'open', (e) => e.message);
+      assert(/readyState 2/.test(refused), `cross-origin without credentials: ${refused}`);
+    });
+  } finally {
+    for (const c of contexts) await c.close().catch(() => {});
+    if (app) app.close();
+    if (hub) await stopServer(hub);
     fs.rmSync(dir, { recursive: true, force: true });
   }
 }

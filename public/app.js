@@ -5,6 +5,52 @@ const $ = (sel) => document.querySelector(sel);
 const TOPIC_RE = /^[A-Za-z0-9_\-.:/]{1,128}$/;
 
 // ---------------------------------------------------------------------------
+// Access token, for a server run with --jwt-secret (or --jwt-public-key):
+// from the page's access_token query parameter or the field. The streams
+// carry it as the tinysse_token cookie (EventSource cannot send headers, and
+// a cookie keeps it out of URLs and logs); the publish form sends it as
+// Authorization: Bearer. With no token, nothing is set or sent: a server
+// without authorization sees the page exactly as before.
+// ---------------------------------------------------------------------------
+const TOKEN_COOKIE = 'tinysse_token';
+const TOKEN_RE = /^[A-Za-z0-9_\-.]+$/; // a JWT: base64url parts and dots
+let token = '';
+
+function setToken(value) {
+  const t = (value || '').trim();
+  if (t && !TOKEN_RE.test(t)) {
+    setBadge($('#token-state'), 'invalid');
+    return false;
+  }
+  token = t;
+  document.cookie = token
+    ? `${TOKEN_COOKIE}=${token}; path=/; SameSite=Strict`
+    : `${TOKEN_COOKIE}=; path=/; max-age=0; SameSite=Strict`;
+  $('#token').value = token;
+  setBadge($('#token-state'), token ? 'set' : 'none');
+  return true;
+}
+
+{
+  const params = new URLSearchParams(location.search);
+  const fromUrl = params.get('access_token');
+  if (fromUrl !== null) {
+    // Out of the address bar and the history once it is in the cookie.
+    params.delete('access_token');
+    const q = params.toString();
+    history.replaceState(null, '', location.pathname + (q ? '?' + q : '') + location.hash);
+    setToken(fromUrl);
+  } else {
+    const m = document.cookie.match(/(?:^|;\s*)tinysse_token=([^;]*)/);
+    if (m && m[1]) {
+      token = m[1];
+      $('#token').value = token;
+      setBadge($('#token-state'), 'set');
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------
 // A resilient EventSource: the browser reconnects by itself (sending
 // Last-Event-ID); if it gives up (readyState CLOSED, e.g. after a 503 or a
 // refused connection), build a new one after a delay, passing the last id
@@ -52,6 +98,13 @@ function resilientSource(baseUrl, { onState, onMessage, onGap, label }) {
         console.log(`[${label}] closed; retrying in ${delay} ms`);
         onState('reconnecting');
         es.close();
+        // EventSource does not say why; a HEAD on the same URL answers the
+        // same status, so a refused token shows as such.
+        fetch(url(), { method: 'HEAD', cache: 'no-store' }).then((r) => {
+          if (!stopped && (r.status === 401 || r.status === 403)) {
+            onState(r.status === 401 ? 'unauthorized' : 'forbidden');
+          }
+        }).catch(() => { /* the server is down: reconnecting says it */ });
         timer = setTimeout(connect, delay);
         delay = Math.min(delay * 2, 10000);
       } else {
@@ -322,7 +375,7 @@ function renderLatest(data, id) {
 // Dashboard stream: /events?topic=demo
 // ---------------------------------------------------------------------------
 let eventCount = 0;
-resilientSource('/events?topic=demo', {
+const startDemo = () => resilientSource('/events?topic=demo', {
   label: 'demo',
   onState: (st) => setBadge($('#conn-state'), st),
   onMessage: (e, lastId) => {
@@ -352,6 +405,7 @@ resilientSource('/events?topic=demo', {
       : `Some events after id ${info.lastEventId ?? '?'} were lost; replay resumed at id ${info.oldestId}.`;
   },
 });
+let demoSource = startDemo();
 
 function showAge() {
   const ts = Number(JSON.parse($('#latest').querySelector('tr[data-key="ts"] td')?.dataset.raw ?? 'null'));
@@ -456,9 +510,11 @@ $('#pub-form').addEventListener('submit', async (ev) => {
   try {
     // a fresh subscription must be live first, or our own event would pass it by
     if (pubSub) await pubSub.whenOpen(3000);
+    const headers = { 'Content-Type': 'application/json' };
+    if (token) headers.Authorization = `Bearer ${token}`;
     const res = await fetch('/publish', {
       method: 'POST',
-      headers: { 'Content-Type': 'application/json' },
+      headers,
       body: JSON.stringify({ topic, data }),
     });
     const text = await res.text();
@@ -483,3 +539,15 @@ $('#pub-form').addEventListener('submit', async (ev) => {
 });
 
 subscribePub($('#pub-topic').value.trim());
+
+// A new token: the streams start again at once with it (the browser would
+// otherwise send it only at its next reconnect).
+$('#token-form').addEventListener('submit', (ev) => {
+  ev.preventDefault();
+  if (!setToken($('#token').value)) return;
+  demoSource.stop();
+  demoSource = startDemo();
+  const topic = pubTopic;
+  pubTopic = '';
+  subscribePub(topic);
+});

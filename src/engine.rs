@@ -51,6 +51,10 @@ pub enum StreamEnd {
     Evicted,
     /// Writing failed: the client went away or stopped reading.
     ClientGone(io::Error),
+    /// The stream's authorization ended (its token expired, see
+    /// [`Grant::expires_at`](crate::Grant::expires_at)). The response was
+    /// ended, so a browser reconnects with the token it holds now.
+    Expired,
 }
 
 /// What a stream's response looks like.

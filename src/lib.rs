@@ -142,6 +142,7 @@
 #![deny(missing_docs)]
 #![deny(missing_debug_implementations)]
 
+mod auth;
 mod client;
 pub mod defaults;
 mod engine;
@@ -162,6 +163,10 @@ mod store_redis;
 mod store_sqlite;
 mod stream;
 
+pub use auth::{
+    Action, AuthError, AuthRequest, Authorize, Authorizer, Claims, DEFAULT_LEEWAY, Grant,
+    JwtAlgorithm, KeyError, Pattern, PatternError, TOKEN_COOKIE, TOKEN_QUERY, token_from,
+};
 pub use client::EventStream;
 pub use event::{Event, EventError, Frame};
 pub use hub::{Hub, PublishError, SubscribeError, Subscription, valid_topic};

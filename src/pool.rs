@@ -126,6 +126,9 @@ pub(crate) struct StreamSpec {
     pub(crate) frames_written: Arc<AtomicU64>,
     /// Dropped when the stream ends (the server's stream slot).
     pub(crate) hold: Box<dyn Any + Send>,
+    /// When the stream's authorization ends (its token's expiry): the
+    /// response is ended then, so the client reconnects with a fresh one.
+    pub(crate) ends_at: Option<Instant>,
 }
 
 /// The pool: its threads' mailboxes, the relays, and the threads to join.
@@ -200,6 +203,7 @@ impl Pool {
             conns: HashMap::new(),
             again: VecDeque::new(),
             beats: BinaryHeap::new(),
+            ends: BinaryHeap::new(),
             scratch: Vec::with_capacity(4096),
             stopping: None,
         };
@@ -314,6 +318,7 @@ impl Pool {
             stalled: None,
             write_timeout: spec.write_timeout,
             frames_written: spec.frames_written,
+            ends_at: spec.ends_at,
             _hold: spec.hold,
         });
         let inbox = &notify.inbox;
@@ -518,6 +523,7 @@ struct Conn {
     stalled: Option<Instant>,
     write_timeout: Option<Duration>,
     frames_written: Arc<AtomicU64>,
+    ends_at: Option<Instant>,
     _hold: Box<dyn Any + Send>,
 }
 
@@ -726,6 +732,9 @@ struct Worker {
     again: VecDeque<u64>,
     /// Heartbeat deadlines, one entry per stream with a heartbeat.
     beats: BinaryHeap<Reverse<(Instant, u64)>>,
+    /// When streams' authorizations end, one entry per stream with an end
+    /// (and some of streams already gone, dropped now and then).
+    ends: BinaryHeap<Reverse<(Instant, u64)>>,
     scratch: Vec<u8>,
     /// When `Cmd::Stop` came, and the deadline it set.
     stopping: Option<(Instant, Instant)>,
@@ -754,8 +763,10 @@ impl Worker {
         loop {
             let now = Instant::now();
             let mut timeout = STALL_SCAN;
-            if let Some(Reverse((t, _))) = self.beats.peek() {
-                timeout = timeout.min(t.saturating_duration_since(now));
+            for heap in [&self.beats, &self.ends] {
+                if let Some(Reverse((t, _))) = heap.peek() {
+                    timeout = timeout.min(t.saturating_duration_since(now));
+                }
             }
             if let Some((_, deadline)) = self.stopping {
                 timeout = timeout.min(deadline.saturating_duration_since(now));
@@ -820,6 +831,7 @@ impl Worker {
                 self.service(key, now);
             }
             self.heartbeats(now);
+            self.expiries(now);
             self.send_arms();
             if now.duration_since(last_scan) >= STALL_SCAN {
                 last_scan = now;
@@ -857,6 +869,9 @@ impl Worker {
         if let Some(next) = conn.engine.next_heartbeat(now) {
             self.beats.push(Reverse((next, key)));
         }
+        if let Some(end) = conn.ends_at {
+            self.ends.push(Reverse((end, key)));
+        }
         self.conns.insert(key, conn);
         self.again.push_back(key);
     }
@@ -889,6 +904,30 @@ impl Worker {
                 let _ = relay.0.cmds.send(RelayCmd::Disarm(key));
             }
             self.inbox.load.fetch_sub(1, Ordering::Relaxed);
+            // A stream that ended early leaves its entry behind until its
+            // time (hours, for a long token): dropped in bulk instead,
+            // so the heap stays in proportion to the streams open.
+            if self.ends.len() > 2 * self.conns.len() + 64 {
+                let conns = &self.conns;
+                self.ends.retain(|Reverse((_, k))| conns.contains_key(k));
+            }
+        }
+    }
+
+    /// Ends the streams whose authorization ran out: what is gathered goes
+    /// out, then the end of the response (the terminator), so a browser
+    /// reconnects at once with whatever token it holds now.
+    fn expiries(&mut self, now: Instant) {
+        while let Some(Reverse((t, key))) = self.ends.peek().copied() {
+            if t > now {
+                return;
+            }
+            self.ends.pop();
+            let Some(c) = self.conns.get_mut(&key) else {
+                continue;
+            };
+            c.engine.finish(StreamEnd::Expired);
+            self.service(key, now);
         }
     }
 

@@ -2,18 +2,64 @@
 //! headers and peer, copied out of the HTTP layer so handlers never depend on
 //! it.
 
+use std::fmt;
 use std::net::SocketAddr;
 
 use crate::files::percent_decode;
 
 /// A request, as handed to a custom stream route.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+///
+/// Its `Debug` output leaves credentials out: the values of the
+/// `Authorization`, `Proxy-Authorization` and `Cookie` headers and of the
+/// `access_token` query parameter show as `<redacted>`.
+///
+/// ```
+/// let rq = tinysse::StreamRequest::new("GET", "/events?topic=a&access_token=SECRET");
+/// let shown = format!("{rq:?}");
+/// assert!(shown.contains("topic") && !shown.contains("SECRET"));
+/// ```
+#[derive(Clone, Default, PartialEq, Eq)]
 pub struct StreamRequest {
     pub(crate) method: String,
     pub(crate) path: String,
     pub(crate) query: Pairs,
     pub(crate) headers: Pairs,
     pub(crate) remote_addr: Option<SocketAddr>,
+}
+
+impl fmt::Debug for StreamRequest {
+    // By hand: headers and query may carry a token, and a `Debug` line
+    // may end up in a log.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fn shown(pairs: &Pairs, secret: fn(&str) -> bool) -> Vec<(&str, &str)> {
+            pairs
+                .iter()
+                .map(|(k, v)| {
+                    (
+                        k.as_str(),
+                        if secret(k) { "<redacted>" } else { v.as_str() },
+                    )
+                })
+                .collect()
+        }
+        f.debug_struct("StreamRequest")
+            .field("method", &self.method)
+            .field("path", &self.path)
+            .field(
+                "query",
+                &shown(&self.query, |k| k == crate::auth::TOKEN_QUERY),
+            )
+            .field(
+                "headers",
+                &shown(&self.headers, |k| {
+                    ["authorization", "proxy-authorization", "cookie"]
+                        .iter()
+                        .any(|h| k.eq_ignore_ascii_case(h))
+                }),
+            )
+            .field("remote_addr", &self.remote_addr)
+            .finish()
+    }
 }
 
 /// The query string could not be decoded.
@@ -199,5 +245,24 @@ mod tests {
             ]
         );
         assert_eq!(split_target("/e?topic=%zz"), Err(BadQuery));
+    }
+
+    #[test]
+    fn debug_leaves_credentials_out() {
+        let mut rq = StreamRequest::new("GET", "/events?topic=t&access_token=Q1&x=shown1");
+        rq.headers = [
+            ("authorization", "Bearer H1"),
+            ("Cookie", "tinysse_token=C1"),
+            ("Proxy-Authorization", "Basic P1"),
+            ("X-Other", "shown2"),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        let shown = format!("{rq:?}");
+        for secret in ["Q1", "H1", "C1", "P1"] {
+            assert!(!shown.contains(secret), "{secret} in {shown}");
+        }
+        assert!(shown.contains("shown1") && shown.contains("shown2") && shown.contains("/events"));
     }
 }

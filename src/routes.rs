@@ -3,10 +3,12 @@
 
 use std::io::{Cursor, Read};
 use std::sync::Arc;
+use std::time::{Instant, SystemTime};
 
 use crossbeam_channel::bounded;
 use tiny_http::{Header, Method, Request, Response};
 
+use crate::auth::{AuthError, Grant, PublishPass};
 use crate::engine::Spec;
 use crate::event::{Event, Frame};
 use crate::files;
@@ -41,8 +43,51 @@ fn with_cors(sh: &Shared, mut r: Reply) -> Reply {
         if let Some(v) = header("Vary", "Origin") {
             r.add_header(v);
         }
+        if cors_credentials(sh)
+            && let Some(h) = header("Access-Control-Allow-Credentials", "true")
+        {
+            r.add_header(h);
+        }
     }
     r
+}
+
+/// Whether CORS answers allow credentials: with authorization on, a page on
+/// `--cors-origin` sends the token cookie
+/// (`EventSource(url, {withCredentials: true})`), and a browser hands it
+/// the answer only with `Access-Control-Allow-Credentials: true` and its
+/// origin named (never `*`, which it refuses with credentials).
+fn cors_credentials(sh: &Shared) -> bool {
+    sh.config.auth.is_some() && sh.config.cors_origin.as_deref().is_some_and(|o| o != "*")
+}
+
+/// `401` or `403` with the reason (never the token), and nothing opened.
+fn refusal(sh: &Shared, e: &AuthError) -> Reply {
+    let mut r = text(e.status(), e.reason());
+    if e.status() == 401
+        && let Some(h) = header("WWW-Authenticate", "Bearer")
+    {
+        r.add_header(h);
+    }
+    with_cors(sh, r)
+}
+
+/// The check for a custom stream route or `/firehose`: open unless an
+/// embedding program's own check says otherwise.
+fn authorize_route(sh: &Shared, sreq: &StreamRequest) -> Result<Grant, Reply> {
+    match &sh.config.auth {
+        Some(auth) => auth.stream(sreq).map_err(|e| refusal(sh, &e)),
+        None => Ok(Grant::unlimited()),
+    }
+}
+
+/// The check for `GET`/`HEAD /events`, once the topics are known valid:
+/// before anything is subscribed or created.
+fn authorize_events(sh: &Shared, sreq: &StreamRequest, topics: &[&str]) -> Result<Grant, Reply> {
+    match &sh.config.auth {
+        Some(auth) => auth.subscribe(sreq, topics).map_err(|e| refusal(sh, &e)),
+        None => Ok(Grant::unlimited()),
+    }
 }
 
 fn method_not_allowed(allow: &str) -> Reply {
@@ -111,14 +156,25 @@ pub(crate) fn try_stream(sh: &Arc<Shared>, rq: Request) -> Option<Request> {
             return None;
         }
     };
+    // /events is checked with its topics, once they are known valid.
+    let grant = match kind {
+        Kind::Events => Grant::unlimited(),
+        _ => match authorize_route(sh, &sreq) {
+            Ok(g) => g,
+            Err(reply) => {
+                let _ = rq.respond(reply);
+                return None;
+            }
+        },
+    };
     if head {
         let _ = rq.respond(stream_head(sh, &kind, &sreq));
         return None;
     }
     match kind {
         Kind::Events => start_events(sh, rq, &sreq),
-        Kind::Firehose => start_firehose(sh, rq, &sreq),
-        Kind::Custom(h) => start_custom(sh, rq, sreq, h),
+        Kind::Firehose => start_firehose(sh, rq, &sreq, grant),
+        Kind::Custom(h) => start_custom(sh, rq, sreq, h, grant),
     }
     None
 }
@@ -135,8 +191,12 @@ enum Kind {
 fn stream_head(sh: &Shared, kind: &Kind, sreq: &StreamRequest) -> Reply {
     match kind {
         Kind::Events => {
-            if let Err(reason) = events_topics(sreq) {
-                return text(400, &reason);
+            let topics = match events_topics(sreq) {
+                Ok(t) => t,
+                Err(reason) => return text(400, &reason),
+            };
+            if let Err(reply) = authorize_events(sh, sreq, &topics) {
+                return reply;
             }
         }
         Kind::Firehose => {
@@ -162,6 +222,10 @@ fn stream_head(sh: &Shared, kind: &Kind, sreq: &StreamRequest) -> Reply {
         ("Cache-Control", Some("no-cache")),
         ("X-Accel-Buffering", Some("no")),
         ("Access-Control-Allow-Origin", cors),
+        (
+            "Access-Control-Allow-Credentials",
+            cors_credentials(sh).then_some("true"),
+        ),
     ] {
         if let Some(h) = v.and_then(|v| header(k, v)) {
             r.add_header(h);
@@ -170,12 +234,19 @@ fn stream_head(sh: &Shared, kind: &Kind, sreq: &StreamRequest) -> Reply {
     r
 }
 
-/// How a stream on `rq` is written; `slot` is held until it ends.
-fn stream_spec(sh: &Shared, rq: &Request, slot: StreamSlot) -> StreamSpec {
+/// How a stream on `rq` is written; `slot` is held until it ends, and the
+/// response ends when `grant` does.
+fn stream_spec(sh: &Shared, rq: &Request, slot: StreamSlot, grant: &Grant) -> StreamSpec {
     let mut headers = Vec::new();
     // start() refused a value with a line break.
     if let Some(o) = &sh.config.cors_origin {
         headers.push(("Access-Control-Allow-Origin".to_string(), o.clone()));
+    }
+    if cors_credentials(sh) {
+        headers.push((
+            "Access-Control-Allow-Credentials".to_string(),
+            "true".into(),
+        ));
     }
     StreamSpec {
         spec: Spec {
@@ -187,6 +258,11 @@ fn stream_spec(sh: &Shared, rq: &Request, slot: StreamSlot) -> StreamSpec {
         write_timeout: sh.write_timeout,
         frames_written: sh.metrics.frames_written.clone(),
         hold: Box::new(slot),
+        // On the monotonic clock from now: a wall clock stepped later
+        // neither cuts a stream short nor keeps it past its token.
+        ends_at: grant
+            .remaining(SystemTime::now())
+            .and_then(|left| Instant::now().checked_add(left)),
     }
 }
 
@@ -257,6 +333,14 @@ fn start_events(sh: &Arc<Shared>, rq: Request, sreq: &StreamRequest) {
             return;
         }
     };
+    // Before a slot is taken or a topic created: a refusal leaves no trace.
+    let grant = match authorize_events(sh, sreq, &topics) {
+        Ok(g) => g,
+        Err(reply) => {
+            let _ = rq.respond(reply);
+            return;
+        }
+    };
     // The header wins over the query parameter; a non-number means live only.
     let last_id = sreq
         .header("Last-Event-ID")
@@ -279,7 +363,7 @@ fn start_events(sh: &Arc<Shared>, rq: Request, sreq: &StreamRequest) {
             return;
         }
     };
-    let spec = stream_spec(sh, &rq, slot);
+    let spec = stream_spec(sh, &rq, slot, &grant);
     hand_over(sh, rq, notify, Feed::Hub(sub), spec);
 }
 
@@ -288,6 +372,7 @@ fn start_custom(
     rq: Request,
     sreq: StreamRequest,
     handler: Arc<crate::state::StreamHandler>,
+    grant: Grant,
 ) {
     let Some(slot) = StreamSlot::take(sh) else {
         over_capacity(rq);
@@ -300,7 +385,7 @@ fn start_custom(
         let _ = rq.respond(text(503, "cannot start the stream"));
         return;
     }
-    let spec = stream_spec(sh, &rq, slot);
+    let spec = stream_spec(sh, &rq, slot, &grant);
     hand_over(sh, rq, sh.pool.notify(), Feed::Events(rx), spec);
 }
 
@@ -319,7 +404,7 @@ pub(crate) fn firehose_params(sreq: &StreamRequest) -> Result<(u64, usize), Stri
     Ok((count, size))
 }
 
-fn start_firehose(sh: &Arc<Shared>, rq: Request, sreq: &StreamRequest) {
+fn start_firehose(sh: &Arc<Shared>, rq: Request, sreq: &StreamRequest, grant: Grant) {
     let (count, size) = match firehose_params(sreq) {
         Ok(p) => p,
         Err(reason) => {
@@ -341,7 +426,7 @@ fn start_firehose(sh: &Arc<Shared>, rq: Request, sreq: &StreamRequest) {
         let _ = rq.respond(text(503, "cannot start the stream"));
         return;
     }
-    let spec = stream_spec(sh, &rq, slot);
+    let spec = stream_spec(sh, &rq, slot, &grant);
     hand_over(sh, rq, sh.pool.notify(), Feed::Frames(rx), spec);
 }
 
@@ -559,8 +644,33 @@ fn not_plain_local(sh: &Shared, rq: &Request) -> Option<&'static str> {
     }
     // A browser says where a request comes from: a form or fetch from
     // another site must not publish with the user's local access (CSRF).
-    // The one origin the operator trusts with --cors-origin may, even from
-    // another site (then the browser says cross-site).
+    match foreign_origin(sh, rq)? {
+        Foreign::CrossSite => Some("cross-site publishing needs a publish token (--publish-token)"),
+        Foreign::OtherOrigin => Some(
+            "publishing from another origin needs a publish token (--publish-token) or --cors-origin",
+        ),
+    }
+}
+
+/// How a browser said a request came from a page of another origin.
+enum Foreign {
+    CrossSite,
+    OtherOrigin,
+}
+
+/// Whether a browser sent the request from a page of another origin than
+/// the server's own: `Sec-Fetch-Site: cross-site`, or an `Origin` that is
+/// not the server's. The one origin the operator trusts with
+/// `--cors-origin` is not foreign, even from another site (then the
+/// browser says cross-site). A request with neither header (not from a
+/// browser's page) is not foreign.
+fn foreign_origin(sh: &Shared, rq: &Request) -> Option<Foreign> {
+    let all = |name: &'static str| {
+        rq.headers()
+            .iter()
+            .filter(move |h| h.field.as_str().as_str().eq_ignore_ascii_case(name))
+            .map(|h| h.value.as_str().trim())
+    };
     let cors = sh.config.cors_origin.as_deref();
     let mut origins = all("Origin").peekable();
     let trusted =
@@ -569,13 +679,11 @@ fn not_plain_local(sh: &Shared, rq: &Request) -> Option<&'static str> {
         return None;
     }
     if all("Sec-Fetch-Site").any(|v| v.eq_ignore_ascii_case("cross-site")) {
-        return Some("cross-site publishing needs a publish token (--publish-token)");
+        return Some(Foreign::CrossSite);
     }
     let own = all("Host").next().unwrap_or("");
     if !all("Origin").all(|o| same_origin(o, own)) {
-        return Some(
-            "publishing from another origin needs a publish token (--publish-token) or --cors-origin",
-        );
+        return Some(Foreign::OtherOrigin);
     }
     None
 }
@@ -652,22 +760,61 @@ fn publish(sh: &Shared, mut rq: Request) {
     let reply = |rq: Request, r: Reply| {
         let _ = rq.respond(with_cors(sh, r));
     };
-    match &sh.config.publish_token {
-        Some(token) => {
-            let given = request_header(&rq, "Authorization")
-                .and_then(bearer_token)
-                .unwrap_or("");
-            if !constant_time_eq(given.as_bytes(), token.as_bytes()) {
-                let mut r = text(401, "missing or wrong bearer token");
-                if let Some(h) = header("WWW-Authenticate", "Bearer") {
-                    r.add_header(h);
-                }
-                return reply(rq, r);
+    // With authorization on, the token decides, wherever the request comes
+    // from: the publish token and the plain-local rules do not apply.
+    let mut checked = None;
+    if let Some(auth) = &sh.config.auth {
+        // A query that does not decode carries no token; the body is what
+        // a publish is about.
+        let sreq = StreamRequest::from_http(&rq).unwrap_or_else(|_| StreamRequest {
+            method: "POST".into(),
+            path: path_of(&rq).into(),
+            headers: rq
+                .headers()
+                .iter()
+                .map(|h| (h.field.as_str().to_string(), h.value.as_str().to_string()))
+                .collect(),
+            remote_addr: rq.remote_addr().copied(),
+            ..StreamRequest::default()
+        });
+        let pass = match auth.publish_head(&sreq) {
+            Ok(p) => p,
+            Err(e) => {
+                let _ = rq.respond(refusal(sh, &e));
+                return;
             }
+        };
+        // A browser sends the cookie with a form posted from any page of
+        // the same site (CSRF): a cookie's token publishes only from this
+        // server's own origin or --cors-origin. Programs send the header.
+        if matches!(pass, PublishPass::Jwt(_, true)) && foreign_origin(sh, &rq).is_some() {
+            let e = AuthError::Forbidden(
+                "a token in a cookie does not publish from another origin: \
+                 send it in the Authorization header"
+                    .into(),
+            );
+            let _ = rq.respond(refusal(sh, &e));
+            return;
         }
-        None => {
-            if let Some(reason) = not_plain_local(sh, &rq) {
-                return reply(rq, text(403, reason));
+        checked = Some((auth, sreq, pass));
+    } else {
+        match &sh.config.publish_token {
+            Some(token) => {
+                let given = request_header(&rq, "Authorization")
+                    .and_then(bearer_token)
+                    .unwrap_or("");
+                if !constant_time_eq(given.as_bytes(), token.as_bytes()) {
+                    let mut r = text(401, "missing or wrong bearer token");
+                    if let Some(h) = header("WWW-Authenticate", "Bearer") {
+                        r.add_header(h);
+                    }
+                    return reply(rq, r);
+                }
+            }
+            None => {
+                if let Some(reason) = not_plain_local(sh, &rq) {
+                    return reply(rq, text(403, reason));
+                }
             }
         }
     }
@@ -709,6 +856,12 @@ fn publish(sh: &Shared, mut rq: Request) {
         Ok(p) => p,
         Err(reason) => return reply(rq, text(400, &reason)),
     };
+    if let Some((auth, sreq, pass)) = &checked
+        && let Err(e) = auth.publish_topic(sreq, pass, &parsed.topic)
+    {
+        let _ = rq.respond(refusal(sh, &e));
+        return;
+    }
     match sh.hub.publish(&parsed.topic, &parsed.event) {
         Ok(id) => {
             let mut r = Response::from_data(format!("{{\"id\":\"{id}\"}}\n").into_bytes());

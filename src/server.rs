@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, bounded};
 use socket2::{Domain, Protocol, SockAddr, Socket, TcpKeepalive, Type};
 
+use crate::auth::{AuthCheck, Authorize, Authorizer};
 use crate::defaults;
 use crate::event::Event;
 use crate::hub::{Hub, HubLimits};
@@ -79,8 +80,8 @@ pub enum StoreSync {
     Full,
 }
 
-/// Every setting, the publish token left out (a `Debug` line may end up
-/// in a log).
+/// Every setting, the publish token and the JWT key left out (a `Debug`
+/// line may end up in a log).
 impl fmt::Debug for ServerBuilder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let s = &self.settings;
@@ -99,6 +100,7 @@ impl fmt::Debug for ServerBuilder {
             .field("max_body", &s.max_body)
             .field("publish_token", &s.publish_token.as_ref().map(|_| "<set>"))
             .field("cors_origin", &s.cors_origin)
+            .field("auth", &s.auth)
             .field("firehose", &s.firehose)
             .field("write_timeout", &self.write_timeout)
             .field("header_timeout", &self.head_timeout)
@@ -149,6 +151,7 @@ impl Default for ServerBuilder {
                 publish_token: None,
                 cors_origin: None,
                 firehose: false,
+                auth: None,
             },
             limits: HubLimits::default(),
             write_timeout: Some(defaults::WRITE_TIMEOUT),
@@ -309,12 +312,18 @@ impl ServerBuilder {
     );
     setter!(
         /// Requires `Authorization: Bearer <token>` to publish; without one, only
-        /// loopback peers may publish.
+        /// loopback peers may publish. Not with an [`authorizer`](Self::authorizer)
+        /// (which decides publishing by JWT).
         publish_token, Option<String>, |s, v| s.settings.publish_token = v,
         "publish_token(Some(\"secret\".into()))"
     );
     setter!(
         /// The `Access-Control-Allow-Origin` value for SSE and publish answers.
+        /// With an [`authorizer`](Self::authorizer) (or a custom check), they
+        /// also carry `Access-Control-Allow-Credentials: true`, so a page on
+        /// that origin may send the token cookie
+        /// (`new EventSource(url, {withCredentials: true})`), unless the
+        /// origin is `*`, which browsers never accept with credentials.
         cors_origin, Option<String>, |s, v| s.settings.cors_origin = v,
         "cors_origin(Some(\"https://example.com\".into()))"
     );
@@ -354,6 +363,101 @@ impl ServerBuilder {
         max_connections, Option<usize>, |s, v| s.max_connections = v,
         "max_connections(Some(2048))"
     );
+
+    /// Authorization by JWT (see [`Authorizer`] and the contract's
+    /// "Authorization"): subscribing to a topic that is not open, and every
+    /// publish, need a token that allows the topic, from the
+    /// `Authorization: Bearer` header, the `access_token` query parameter
+    /// or the `tinysse_token` cookie. A refusal is `401` (no valid token)
+    /// or `403` (not this topic), with nothing subscribed or published. A
+    /// stream ends when its token expires ([`Grant::expires_at`](crate::Grant::expires_at)),
+    /// so a browser reconnects with a fresh cookie. `/metrics`,
+    /// `/healthz`, static files and custom stream routes stay open. Not
+    /// with [`publish_token`](Self::publish_token): [`start`](Self::start)
+    /// refuses both. Replaces a check set with
+    /// [`authorize`](Self::authorize).
+    ///
+    /// ```
+    /// use jsonwebtoken::{EncodingKey, Header, encode};
+    /// use tinysse::{Authorizer, EventStream, Pattern, Server};
+    ///
+    /// let key = b"a long random secret, 32 bytes or more";
+    /// let auth = Authorizer::from_secret(key)?.with_open_topics(Pattern::parse_list("news")?);
+    /// let server = Server::builder().addr("127.0.0.1:0").authorizer(auth).start()?;
+    ///
+    /// // An open topic needs no token; a private one does.
+    /// assert_eq!(EventStream::connect(server.addr(), "/events?topic=news", &[])?.status(), 200);
+    /// assert_eq!(EventStream::connect(server.addr(), "/events?topic=user/42/inbox", &[])?.status(), 401);
+    ///
+    /// let claims = serde_json::json!({
+    ///     "exp": jsonwebtoken::get_current_timestamp() + 600,
+    ///     "tinysse": {"subscribe": ["user/42/*"]},
+    /// });
+    /// let token = encode(&Header::default(), &claims, &EncodingKey::from_secret(key)?)?;
+    /// let bearer = format!("Bearer {token}");
+    /// let mut inbox = EventStream::connect(
+    ///     server.addr(),
+    ///     "/events?topic=user/42/inbox",
+    ///     &[("Authorization", bearer.as_str())],
+    /// )?;
+    /// assert_eq!(inbox.status(), 200);
+    /// server.hub().publish("user/42/inbox", &tinysse::Event::data("hello"))?;
+    /// assert_eq!(inbox.next_message()?.unwrap().data, "hello");
+    /// server.join();
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn authorizer(mut self, authorizer: Authorizer) -> ServerBuilder {
+        self.settings.auth = Some(AuthCheck::Jwt(Arc::new(authorizer)));
+        self
+    }
+
+    /// An embedding program's own check instead of JWTs: anything
+    /// implementing [`Authorize`], such as a closure that gets the request
+    /// and the topics and answers with a [`Grant`](crate::Grant) or an
+    /// [`AuthError`](crate::AuthError) (`401`/`403`, its reason sent as the
+    /// body). It is asked, on the request's thread and before anything is
+    /// subscribed or published:
+    ///
+    /// - for `GET`/`HEAD /events`, with the subscribed topics;
+    /// - for `POST /publish`, twice: with no topic before the body is read,
+    ///   then with the topic once it is parsed;
+    /// - for a custom stream route and `/firehose`, with no topics
+    ///   ([`Action::Stream`](crate::Action::Stream)).
+    ///
+    /// A stream ends at the grant's [`expires_at`](crate::Grant::expires_at).
+    /// Replaces an [`authorizer`](Self::authorizer); not with
+    /// [`publish_token`](Self::publish_token).
+    ///
+    /// ```
+    /// use tinysse::{Action, AuthError, AuthRequest, EventStream, Grant, Server};
+    ///
+    /// // A session cookie the program checks itself; only loopback publishes.
+    /// let server = Server::builder()
+    ///     .addr("127.0.0.1:0")
+    ///     .authorize(|rq: &AuthRequest<'_>, _topics: &[&str]| -> Result<Grant, AuthError> {
+    ///         let req = rq.request();
+    ///         match rq.action() {
+    ///             Action::Subscribe if req.header("Cookie") == Some("session=valid") => Ok(Grant::unlimited()),
+    ///             Action::Subscribe => Err(AuthError::Unauthorized("log in first".into())),
+    ///             Action::Publish if req.remote_addr().is_some_and(|a| a.ip().is_loopback()) => {
+    ///                 Ok(Grant::unlimited())
+    ///             }
+    ///             Action::Publish => Err(AuthError::Forbidden("publishing is local".into())),
+    ///             _ => Ok(Grant::unlimited()),
+    ///         }
+    ///     })
+    ///     .start()?;
+    /// let refused = EventStream::connect(server.addr(), "/events?topic=a", &[])?;
+    /// assert_eq!(refused.status(), 401);
+    /// let ok = EventStream::connect(server.addr(), "/events?topic=a", &[("Cookie", "session=valid")])?;
+    /// assert_eq!(ok.status(), 200);
+    /// server.join();
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn authorize(mut self, check: impl Authorize + 'static) -> ServerBuilder {
+        self.settings.auth = Some(AuthCheck::Custom(Arc::new(check)));
+        self
+    }
 
     /// Adds a stream route: each `GET path` (matched exactly, any query
     /// string allowed) runs `handler` on a producer thread of its own with
@@ -434,7 +538,10 @@ impl ServerBuilder {
         let local = listener
             .local_addr()
             .map_err(|e| StartError::Bind(addr, e))?;
-        if self.settings.publish_token.is_none() && !local.ip().to_canonical().is_loopback() {
+        if self.settings.publish_token.is_none()
+            && self.settings.auth.is_none()
+            && !local.ip().to_canonical().is_loopback()
+        {
             log::warn!(
                 "listening on {local} (not only loopback) with no publish token: only local \
                  clients may publish, but a forwarder on this host makes anyone look local; \
@@ -759,6 +866,13 @@ fn check_settings(b: &ServerBuilder) -> Result<(), StartError> {
         && (t.is_empty() || !header_safe(t))
     {
         return invalid("publish_token is empty or holds a line break".into());
+    }
+    if b.settings.publish_token.is_some() && b.settings.auth.is_some() {
+        return invalid(
+            "publish_token and an authorizer do not go together: with an authorizer, a \
+             publisher needs a token that allows the topic"
+                .into(),
+        );
     }
     Ok(())
 }

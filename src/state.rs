@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use crossbeam_channel::Sender;
 
+use crate::auth::AuthCheck;
 use crate::event::Event;
 use crate::hub::Hub;
 use crate::metrics::Metrics;
@@ -52,6 +53,9 @@ pub(crate) struct Settings {
     pub(crate) publish_token: Option<String>,
     pub(crate) cors_origin: Option<String>,
     pub(crate) firehose: bool,
+    /// Who may subscribe and publish; `None`: anyone may subscribe, and
+    /// `publish_token` (or plain local requests) decide publishing.
+    pub(crate) auth: Option<AuthCheck>,
 }
 
 /// Holds one slot of `--max-streams` and keeps the server's shutdown waiting

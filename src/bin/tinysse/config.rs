@@ -6,7 +6,7 @@ use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use tinysse::{Server, ServerBuilder, StoreSync, defaults};
+use tinysse::{Authorizer, Pattern, Server, ServerBuilder, StoreSync, defaults};
 
 /// The binary's settings.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -32,7 +32,15 @@ pub struct Config {
     /// `--max-body`
     pub max_body: u64,
     /// `--publish-token`
-    pub publish_token: Option<String>,
+    pub publish_token: Option<Secret>,
+    /// `--jwt-secret`
+    pub jwt_secret: Option<Secret>,
+    /// `--jwt-secret-file`
+    pub jwt_secret_file: Option<PathBuf>,
+    /// `--jwt-public-key`
+    pub jwt_public_key: Option<PathBuf>,
+    /// `--open-topics`, when given.
+    pub open_topics: Option<Vec<Pattern>>,
     /// `--cors-origin`
     pub cors_origin: Option<String>,
     /// Off with `--no-demo`.
@@ -61,6 +69,10 @@ impl Default for Config {
             history_bytes: defaults::HISTORY_BYTES,
             max_body: defaults::MAX_BODY,
             publish_token: None,
+            jwt_secret: None,
+            jwt_secret_file: None,
+            jwt_public_key: None,
+            open_topics: None,
             cors_origin: None,
             demo: true,
             firehose: false,
@@ -71,11 +83,22 @@ impl Default for Config {
     }
 }
 
+/// A token or a key: its `Debug` never shows it (a `Debug` line may end up
+/// in a log).
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(pub String);
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
 /// What the command line asks for.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Command {
-    /// Run the server.
-    Run(Config),
+    /// Run the server (boxed: the settings are large, the others empty).
+    Run(Box<Config>),
     /// Print usage and exit 0.
     Help,
     /// Print the version and exit 0.
@@ -125,6 +148,17 @@ Options (each also read from the environment variable shown):
                         process; full: a power loss too [TINYSSE_STORE_SYNC] (normal)
   --max-body BYTES      largest publish body [TINYSSE_MAX_BODY] ({max_body})
   --publish-token T     require Authorization: Bearer T to publish [TINYSSE_PUBLISH_TOKEN]
+  --jwt-secret KEY      publishing and subscribing need a JWT signed with this
+                        key (HS256); visible in ps, so prefer --jwt-secret-file
+                        [TINYSSE_JWT_SECRET]
+  --jwt-secret-file FILE
+                        the same, with the key read from FILE (trailing line
+                        breaks ignored) [TINYSSE_JWT_SECRET_FILE]
+  --jwt-public-key FILE the same, with JWTs signed with RS256 or ES256, checked
+                        with this PEM public key [TINYSSE_JWT_PUBLIC_KEY]
+  --open-topics PATTERNS
+                        with a JWT key: topic patterns anyone may subscribe to,
+                        comma-separated (news,status/*) [TINYSSE_OPEN_TOPICS]
   --cors-origin O       Access-Control-Allow-Origin value [TINYSSE_CORS_ORIGIN]
   --no-demo             turn off /async and the demo producer [TINYSSE_DEMO=0]
   --firehose            turn on /firehose [TINYSSE_FIREHOSE=1]
@@ -224,7 +258,30 @@ fn apply(c: &mut Config, flag: &str, source: &str, value: &str) -> Result<(), Co
             if value.is_empty() {
                 return Err(ConfigError(format!("{source}: must not be empty")));
             }
-            c.publish_token = Some(value.to_string())
+            c.publish_token = Some(Secret(value.to_string()))
+        }
+        // The value never goes into an error: it is a key.
+        "jwt-secret" => {
+            if value.is_empty() {
+                return Err(ConfigError(format!("{source}: must not be empty")));
+            }
+            c.jwt_secret = Some(Secret(value.to_string()))
+        }
+        "jwt-secret-file" | "jwt-public-key" => {
+            if value.is_empty() {
+                return Err(ConfigError(format!("{source}: must not be empty")));
+            }
+            let path = Some(PathBuf::from(value));
+            if flag == "jwt-secret-file" {
+                c.jwt_secret_file = path;
+            } else {
+                c.jwt_public_key = path;
+            }
+        }
+        "open-topics" => {
+            let patterns =
+                Pattern::parse_list(value).map_err(|e| ConfigError(format!("{source}: {e}")))?;
+            c.open_topics = Some(patterns);
         }
         "cors-origin" => c.cors_origin = Some(value.to_string()),
         "history-age" => c.history_age_secs = number(source, value, 0)?,
@@ -250,7 +307,7 @@ fn apply(c: &mut Config, flag: &str, source: &str, value: &str) -> Result<(), Co
     Ok(())
 }
 
-const VALUED: [&str; 15] = [
+const VALUED: [&str; 19] = [
     "addr",
     "public",
     "heartbeat",
@@ -262,6 +319,10 @@ const VALUED: [&str; 15] = [
     "history-bytes",
     "max-body",
     "publish-token",
+    "jwt-secret",
+    "jwt-secret-file",
+    "jwt-public-key",
+    "open-topics",
     "cors-origin",
     "history-age",
     "store",
@@ -320,12 +381,66 @@ impl Config {
                 other => return Err(ConfigError(other.unexpected().to_string())),
             }
         }
-        Ok(Command::Run(c))
+        c.check_auth()?;
+        Ok(Command::Run(Box::new(c)))
+    }
+
+    /// Refuses settings that contradict each other: one key at most, and
+    /// none with a publish token (the token would be ignored).
+    fn check_auth(&self) -> Result<(), ConfigError> {
+        let keys: Vec<&str> = [
+            (self.jwt_secret.is_some(), "--jwt-secret"),
+            (self.jwt_secret_file.is_some(), "--jwt-secret-file"),
+            (self.jwt_public_key.is_some(), "--jwt-public-key"),
+        ]
+        .iter()
+        .filter(|(set, _)| *set)
+        .map(|(_, name)| *name)
+        .collect();
+        match keys.as_slice() {
+            [] if self.open_topics.is_some() => Err(ConfigError(
+                "--open-topics needs a JWT key (--jwt-secret-file, --jwt-secret or --jwt-public-key)"
+                    .into(),
+            )),
+            [a, b, ..] => Err(ConfigError(format!(
+                "{a} and {b} cannot be used together: give one key"
+            ))),
+            [key] if self.publish_token.is_some() => Err(ConfigError(format!(
+                "--publish-token and {key} cannot be used together: with a JWT key, \
+                 publishing needs a token that allows the topic"
+            ))),
+            _ => Ok(()),
+        }
+    }
+
+    /// The JWT authorizer the settings ask for, with the key read (from
+    /// its file); `None` without a key. A key that cannot be read or used
+    /// is an error that names the flag, never the key.
+    pub fn authorizer(&self) -> Result<Option<Authorizer>, ConfigError> {
+        let auth = if let Some(key) = &self.jwt_secret {
+            Authorizer::from_secret(key.0.as_bytes())
+                .map_err(|e| ConfigError(format!("--jwt-secret: {e}")))?
+        } else if let Some(path) = &self.jwt_secret_file {
+            Authorizer::from_secret_file(path)
+                .map_err(|e| ConfigError(format!("--jwt-secret-file: {e}")))?
+        } else if let Some(path) = &self.jwt_public_key {
+            let shown = path.display();
+            let pem = std::fs::read(path)
+                .map_err(|e| ConfigError(format!("--jwt-public-key: cannot read {shown}: {e}")))?;
+            Authorizer::from_public_key_pem(&pem)
+                .map_err(|e| ConfigError(format!("--jwt-public-key: {shown}: {e}")))?
+        } else {
+            return Ok(None);
+        };
+        Ok(Some(auth.with_open_topics(
+            self.open_topics.clone().unwrap_or_default(),
+        )))
     }
 
     /// A server builder with these settings (the demo's `/async` route
-    /// included; its producer is started by `main` once the server is up).
-    pub fn builder(&self) -> ServerBuilder {
+    /// included; its producer is started by `main` once the server is up),
+    /// or why the JWT key cannot be used.
+    pub fn builder(&self) -> Result<ServerBuilder, ConfigError> {
         let mut b = Server::builder()
             .addr(self.addr.clone())
             .public_dir(Some(self.public.clone()))
@@ -337,7 +452,7 @@ impl Config {
             .max_topics(self.max_topics)
             .history_bytes(self.history_bytes)
             .max_body(self.max_body)
-            .publish_token(self.publish_token.clone())
+            .publish_token(self.publish_token.as_ref().map(|t| t.0.clone()))
             .cors_origin(self.cors_origin.clone())
             .firehose(self.firehose)
             .history_age(
@@ -345,10 +460,13 @@ impl Config {
             )
             .store(self.store.clone())
             .store_sync(self.store_sync);
+        if let Some(auth) = self.authorizer()? {
+            b = b.authorizer(auth);
+        }
         if self.demo {
             b = b.stream_route("/async", crate::demo::async_route);
         }
-        b
+        Ok(b)
     }
 }
 
@@ -368,7 +486,7 @@ mod tests {
 
     fn run(args: &[&str], env: &[(&str, &str)]) -> Config {
         match parse(args, env).unwrap() {
-            Command::Run(c) => c,
+            Command::Run(c) => *c,
             other => panic!("{other:?}"),
         }
     }
@@ -447,6 +565,82 @@ mod tests {
         }
         assert_eq!(size_text(64 << 20), "64M");
         assert!(usage().contains("[TINYSSE_HISTORY_BYTES] (64M)"));
+    }
+
+    #[test]
+    fn jwt_flags_and_their_conflicts() {
+        let c = run(
+            &["--jwt-secret", "k", "--open-topics", "news, status/*"],
+            &[],
+        );
+        assert_eq!(c.jwt_secret, Some(Secret("k".into())));
+        assert_eq!(c.open_topics.as_ref().map(Vec::len), Some(2));
+        let c = run(
+            &[],
+            &[
+                ("TINYSSE_JWT_SECRET_FILE", "/k"),
+                ("TINYSSE_OPEN_TOPICS", "a"),
+            ],
+        );
+        assert_eq!(c.jwt_secret_file, Some(PathBuf::from("/k")));
+        // Flags, environment, and the name the error must give.
+        type Case<'a> = (&'a [&'a str], &'a [(&'a str, &'a str)], &'a str);
+        let refused: &[Case] = &[
+            (
+                &["--jwt-secret", "k", "--publish-token", "t"],
+                &[],
+                "--publish-token",
+            ),
+            (
+                &["--jwt-secret-file", "/k"],
+                &[("TINYSSE_PUBLISH_TOKEN", "t")],
+                "--publish-token",
+            ),
+            (
+                &["--jwt-public-key", "/p", "--jwt-secret", "k"],
+                &[],
+                "--jwt-public-key",
+            ),
+            (
+                &["--jwt-public-key", "/p", "--jwt-secret-file", "/k"],
+                &[],
+                "--jwt-public-key",
+            ),
+            (
+                &["--jwt-secret", "k", "--jwt-secret-file", "/k"],
+                &[],
+                "--jwt-secret-file",
+            ),
+            (&["--open-topics", "news"], &[], "--open-topics"),
+            (
+                &["--jwt-secret", "k", "--open-topics", "a*b"],
+                &[],
+                "--open-topics",
+            ),
+            (&["--jwt-secret", ""], &[], "--jwt-secret"),
+            (
+                &[],
+                &[("TINYSSE_OPEN_TOPICS", "x y")],
+                "TINYSSE_OPEN_TOPICS",
+            ),
+        ];
+        for (args, env, names) in refused {
+            let e = parse(args, env).unwrap_err();
+            assert!(e.0.contains(names), "{args:?} {env:?}: {e}");
+        }
+        // The key shows in no error and no Debug line.
+        let e = parse(
+            &["--jwt-secret", "KEY123", "--publish-token", "TOK456"],
+            &[],
+        )
+        .unwrap_err();
+        assert!(!e.0.contains("KEY123") && !e.0.contains("TOK456"), "{e}");
+        let c = run(&["--jwt-secret", "KEY123"], &[]);
+        let shown = format!("{c:?} {:?}", c.builder().unwrap());
+        assert!(!shown.contains("KEY123"), "{shown}");
+        let c = run(&["--publish-token", "TOK456"], &[]);
+        let shown = format!("{c:?} {:?}", c.builder().unwrap());
+        assert!(!shown.contains("TOK456"), "{shown}");
     }
 
     #[test]

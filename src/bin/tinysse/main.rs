@@ -59,7 +59,7 @@ fn main() -> ExitCode {
     let _ = log::set_logger(&StderrLog).map(|()| log::set_max_level(level));
 
     let config = match Config::parse(std::env::args_os().skip(1), |k| std::env::var(k).ok()) {
-        Ok(Command::Run(c)) => c,
+        Ok(Command::Run(c)) => *c,
         Ok(Command::Help) => {
             print!("{}", config::usage());
             return ExitCode::SUCCESS;
@@ -84,7 +84,16 @@ fn main() -> ExitCode {
         return ExitCode::from(1);
     }
 
-    let server = match config.builder().start() {
+    // A key file that cannot be read or used is a bad value: exit 2, before
+    // anything starts.
+    let builder = match config.builder() {
+        Ok(b) => b,
+        Err(e) => {
+            eprintln!("tinysse: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let server = match builder.start() {
         Ok(s) => s,
         // A store file that is not ours, corrupt or unwritable is a bad
         // value given on the command line, like a bad flag: exit 2.
