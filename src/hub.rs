@@ -590,6 +590,7 @@ impl Hub {
     /// has delivered up to `followed` (the next event it ingests is later):
     /// it holds what is followed from then on, and asks the cluster to
     /// replay what it does not hold.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     pub(crate) fn start_cluster(
         limits: HubLimits,
         metrics: Arc<Metrics>,
@@ -678,13 +679,13 @@ impl Hub {
             // Only once delivered: a subscriber asking from `id` before then
             // is sent to the cluster (an id this hub has not seen), never
             // given `id` live again.
-            inner.next_id.fetch_max(id.saturating_add(1), Ordering::AcqRel);
-            let _ = inner.first_id.compare_exchange(
-                u64::MAX,
-                id,
-                Ordering::AcqRel,
-                Ordering::Acquire,
-            );
+            inner
+                .next_id
+                .fetch_max(id.saturating_add(1), Ordering::AcqRel);
+            let _ =
+                inner
+                    .first_id
+                    .compare_exchange(u64::MAX, id, Ordering::AcqRel, Ordering::Acquire);
         }
         held
     }
@@ -694,6 +695,7 @@ impl Hub {
     /// next one comes in, every replay asks the cluster, and every open
     /// subscription ends, so that its client reconnects with its
     /// `Last-Event-ID` and is replayed what it missed, or told with a `gap`.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     pub(crate) fn lost_track(&self) {
         let inner = &*self.inner;
         inner.first_id.store(u64::MAX, Ordering::Release);
@@ -1084,9 +1086,7 @@ impl Hub {
             queue: rx,
             evicted,
         };
-        if gap
-            && let (Some(cluster), Some(last)) = (&inner.cluster, last_event_id)
-        {
+        if gap && let (Some(cluster), Some(last)) = (&inner.cluster, last_event_id) {
             catch_up(&**cluster, &mut sub, &names, last, &tx);
         }
         Ok(sub)
@@ -1098,7 +1098,13 @@ impl Hub {
 /// holds (ids up to the snapshot's `upto`) are taken out, and no more are
 /// given. When the cluster cannot replay, the hub's own replay stays, with
 /// its `gap` event.
-fn catch_up(cluster: &dyn Cluster, sub: &mut Subscription, names: &[&str], last: u64, tx: &Sender<Frame>) {
+fn catch_up(
+    cluster: &dyn Cluster,
+    sub: &mut Subscription,
+    names: &[&str],
+    last: u64,
+    tx: &Sender<Frame>,
+) {
     let replayed = match cluster.replay(names, last) {
         Ok(r) => r,
         Err(e) => {

@@ -713,7 +713,11 @@ fn start_redis(
             bytes.extend_from_slice(&e.payload);
             let at_ms = crate::hub::system_clock_us() / 1000;
             if let Err(err) = fed.ingest(&e.topic, e.id, at_ms, bytes.into()) {
-                log::warn!("redis: event {} of topic {} not held here: {err}", e.id, e.topic);
+                log::warn!(
+                    "redis: event {} of topic {} not held here: {err}",
+                    e.id,
+                    e.topic
+                );
             }
         }
         Followed::Gap { after } => {

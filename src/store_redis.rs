@@ -1340,7 +1340,10 @@ impl Cluster for RedisCluster {
     }
 
     fn replay(&self, topics: &[&str], after: u64) -> Result<Replay, String> {
-        let r = self.store.replay(topics, after).map_err(|e| e.to_string())?;
+        let r = self
+            .store
+            .replay(topics, after)
+            .map_err(|e| e.to_string())?;
         Ok(Replay {
             events: r
                 .events
