@@ -176,8 +176,8 @@ pub use request::StreamRequest;
 pub use server::{Server, ServerBuilder, ServerHandle, StartError, StoreSync};
 pub use stream::{StreamEnd, StreamWriter};
 
-/// The Redis engine (`src/store_redis.rs`), for tests/redis_store.rs until
-/// the hub uses it: not part of the API.
+/// The Redis engine (`src/store_redis.rs`), for tests/redis_store.rs, which
+/// tests it on its own: not part of the API.
 #[cfg(feature = "redis")]
 #[doc(hidden)]
 pub mod redis_engine {

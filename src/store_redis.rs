@@ -12,7 +12,8 @@
 //! carries a deadline and a token, so that one reported as failed does not
 //! appear later, and one whose answer was lost is not published twice.
 //!
-//! The hub wires it in (issue #13); docs/redis.md has the keys, the
+//! The hub uses it through the `Cluster` seam (`RedisCluster`, at the
+//! end); docs/redis.md has the keys, the
 //! script, the id scheme, the replay-to-live handover and the faults.
 //!
 //! The items are `pub` only so that the hidden `redis_engine` module in

@@ -1,8 +1,9 @@
 //! The Redis engine (src/store_redis.rs) against a real `redis-server` that
 //! each test starts on its own port and stops: one id sequence and one
 //! order for two instances, exact replay, and the faults (Redis killed,
-//! restarted with its AOF, emptied, hung with SIGSTOP). Until the hub uses
-//! the engine, the tests reach it through the hidden `redis_engine` module.
+//! restarted with its AOF, emptied, hung with SIGSTOP), on its own, through
+//! the hidden `redis_engine` module; tests/redis_cluster.rs runs the
+//! binaries.
 #![cfg(feature = "redis")]
 
 mod common;
