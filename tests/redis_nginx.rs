@@ -118,6 +118,17 @@ impl Cluster {
         (m(self.a.addr), m(self.b.addr))
     }
 
+    /// `GET path` through nginx over HTTP/2: the status code.
+    fn get_via_nginx(&self, path: &str) -> String {
+        let out = Command::new("curl")
+            .args(["-sS", "-k", "--http2", "--max-time", "20"])
+            .args(["-o", "/dev/null", "-w", "%{http_code}"])
+            .arg(self.url(path))
+            .output()
+            .expect("run curl");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
     /// Publishes through nginx over HTTP/2, with the token; the new id.
     fn publish_via_nginx(&self, topic: &str, data: &str) -> u64 {
         let body = serde_json::json!({"topic": topic, "data": data}).to_string();
@@ -263,8 +274,10 @@ fn a_subscriber_on_either_instance_gets_every_event_in_one_order() {
         return;
     }
     let c = Cluster::start();
-    // One over HTTP/1.1, one over HTTP/2, and one on each instance (the
-    // second goes to the instance with fewer streams: least_conn).
+    // One over HTTP/1.1, one over HTTP/2, and one on each instance: the
+    // second goes to the instance with fewer streams (least_conn), even
+    // after a short request between them (round-robin would put it on the
+    // first one's instance).
     let s1 = Sub::open(&c, "s1", "--http1.1", "one", None);
     assert!(
         wait_until(LIMIT, || matches!(
@@ -275,6 +288,7 @@ fn a_subscriber_on_either_instance_gets_every_event_in_one_order() {
         c.streams(),
         c.nginx.error_log()
     );
+    assert_eq!(c.get_via_nginx("/healthz"), "200");
     let s2 = Sub::open(&c, "s2", "--http2", "one", None);
     assert!(
         wait_until(LIMIT, || c.streams() == (Some(1), Some(1))),
@@ -311,14 +325,9 @@ fn a_subscriber_on_either_instance_gets_every_event_in_one_order() {
     );
 }
 
-/// The instance holding a client's stream is killed (SIGKILL) mid-stream;
-/// events are published meanwhile, straight to the other instance and
-/// through nginx; the client reconnects through nginx with its
-/// `Last-Event-ID`, as an EventSource does, and gets exactly those, once
-/// each, in order, then live ones.
-fn failover(version: &str) {
-    let mut c = Cluster::start();
-    let sub = Sub::open(&c, "before", version, "f", None);
+/// Waits until exactly one stream is open, on either instance; whether it
+/// is on `a`.
+fn one_stream_on_a(c: &Cluster) -> bool {
     let mut on = (0, 0);
     assert!(
         wait_until(LIMIT, || {
@@ -331,69 +340,108 @@ fn failover(version: &str) {
         c.streams(),
         c.nginx.error_log()
     );
-    let victim_is_a = on.0 == 1;
+    on.0 == 1
+}
+
+/// Whether nginx's error log shows a connection to `dead` refused for a
+/// request starting with `request` (e.g. `POST /publish`): it tried the
+/// dead instance first, so the request that still succeeded was retried.
+fn refused(c: &Cluster, request: &str, dead: SocketAddr) -> bool {
+    c.nginx.error_log().lines().any(|l| {
+        l.contains("connect() failed (111")
+            && l.contains(&format!("request: \"{request}"))
+            && l.contains(&format!("upstream: \"http://{dead}/"))
+    })
+}
+
+/// Kills an instance with SIGKILL, as a crash would, and reaps it.
+fn kill(bin: &mut Bin) {
+    bin.child.kill().expect("SIGKILL the instance");
+    bin.child.wait().expect("reap it");
+}
+
+/// The instance holding a client's stream is killed (SIGKILL) mid-stream,
+/// events are published meanwhile on the other one, and the client
+/// reconnects through nginx with its `Last-Event-ID`, as an EventSource
+/// does: it gets exactly those, once each, in order, then live ones. A
+/// bystander on the other instance holds one stream there, so nginx's
+/// least_conn sends the reconnect to the dead instance first: the test
+/// sees it retried on the live one.
+fn failover(version: &str) {
+    let mut c = Cluster::start();
+    let client = Sub::open(&c, "client", version, "f", None);
+    let victim_is_a = one_stream_on_a(&c);
+    let bystander = Sub::open(&c, "bystander", version, "f", None);
+    assert!(
+        wait_until(LIMIT, || c.streams() == (Some(1), Some(1))),
+        "not one stream on each instance: {:?}{}",
+        c.streams(),
+        c.nginx.error_log()
+    );
     let (victim_addr, survivor) = if victim_is_a {
         (c.a.addr, c.b.addr)
     } else {
         (c.b.addr, c.a.addr)
     };
 
-    // Before: published on both instances, read by the client.
+    // Before: published on both instances, read by both clients.
     let mut last = String::new();
+    let mut all = Vec::new();
     for (i, addr) in [c.a.addr, c.b.addr, c.a.addr].into_iter().enumerate() {
         let data = format!("before{i}");
         let id = publish(addr, "f", &data);
-        assert_eq!(sub.next("an event before the kill"), (id, data));
+        assert_eq!(client.next("an event before the kill"), (id, data.clone()));
         last = id.to_string();
+        all.push((id, data));
     }
 
-    let victim = if victim_is_a { &mut c.a } else { &mut c.b };
-    victim.child.kill().expect("SIGKILL the instance");
-    victim.child.wait().expect("reap it");
+    kill(if victim_is_a { &mut c.a } else { &mut c.b });
     // What the browser sees: its stream ends, with nothing more on it.
-    let extra = sub.until_end();
+    let extra = client.until_end();
     assert!(extra.is_empty(), "events after the last one: {extra:?}");
-    drop(sub);
+    drop(client);
 
-    // Meanwhile, with the victim dead. The publishes through nginx may
-    // first pick the dead instance: nothing was sent, so nginx retries them
-    // on the other (least_conn alternates between two idle instances, so
-    // one of the two does).
+    // Meanwhile, on the instance that is left.
     let mut missed = Vec::new();
-    for i in 0..4 {
+    for i in 0..3 {
         let data = format!("meanwhile{i}");
-        let id = if i % 2 == 0 {
-            c.publish_via_nginx("f", &data)
-        } else {
-            publish(survivor, "f", &data)
-        };
-        missed.push((id, data));
+        missed.push((publish(survivor, "f", &data), data));
     }
-    let log = c.nginx.error_log();
-    assert!(
-        log.contains("connect() failed (111") && log.contains(&format!("http://{victim_addr}/")),
-        "nginx never tried the dead instance, so failover was not tested:{log}"
-    );
+    all.extend(missed.iter().cloned());
 
     // The reconnect, as EventSource makes it.
-    let sub = Sub::open(&c, "after", version, "f", Some(&last));
+    let client = Sub::open(&c, "reconnect", version, "f", Some(&last));
     for want in &missed {
-        assert_eq!(&sub.next("a missed event"), want, "{}", c.nginx.error_log());
+        assert_eq!(
+            &client.next("a missed event"),
+            want,
+            "{}",
+            c.nginx.error_log()
+        );
     }
     let want_version = if version == "--http2" {
         "HTTP/2 200"
     } else {
         "HTTP/1.1 200"
     };
+    let status = client.status_line();
+    assert!(status.starts_with(want_version), "{status}");
     assert!(
-        sub.status_line().starts_with(want_version),
-        "{}",
-        sub.status_line()
+        refused(&c, "GET /events?topic=f", victim_addr),
+        "the reconnect never tried the dead instance, so no retry was tested:{}",
+        c.nginx.error_log()
     );
-    // Nothing repeated or left over: the next event is the live one.
-    let live = publish(survivor, "f", "live");
-    assert_eq!(sub.next("the live event"), (live, "live".to_string()));
-    assert_eq!(metric(survivor, "tinysse_streams_active"), Some(1));
+    // Nothing repeated or left over: the next event is the live one, here
+    // published through nginx, which now skips the dead instance.
+    let live = c.publish_via_nginx("f", "live");
+    assert_eq!(client.next("the live event"), (live, "live".to_string()));
+    all.push((live, "live".to_string()));
+    assert_eq!(metric(survivor, "tinysse_streams_active"), Some(2));
+    // The bystander's stream went on through all of it.
+    let seen: Vec<(u64, String)> = (0..all.len())
+        .map(|_| bystander.next("the bystander's event"))
+        .collect();
+    assert_eq!(seen, all);
 }
 
 #[test]
@@ -410,4 +458,34 @@ fn failover_over_http1_replays_exactly_what_was_missed() {
         return;
     }
     failover("--http1.1");
+}
+
+/// With one instance dead, a publish through nginx that picks it first
+/// (least_conn: the other holds a stream) is refused before anything is
+/// sent, so nginx retries it on the live one even though POST is not
+/// idempotent: one `200`, and the event delivered once.
+#[test]
+fn a_publish_that_never_reached_the_dead_instance_is_retried() {
+    if !tools("a_publish_that_never_reached_the_dead_instance_is_retried") {
+        return;
+    }
+    let mut c = Cluster::start();
+    let sub = Sub::open(&c, "sub", "--http2", "p", None);
+    let holder_is_a = one_stream_on_a(&c);
+    let (dead, holder) = if holder_is_a {
+        kill(&mut c.b);
+        (c.b.addr, c.a.addr)
+    } else {
+        kill(&mut c.a);
+        (c.a.addr, c.b.addr)
+    };
+    let id = c.publish_via_nginx("p", "through");
+    assert!(
+        refused(&c, "POST /publish", dead),
+        "the publish never tried the dead instance, so no retry was tested:{}",
+        c.nginx.error_log()
+    );
+    assert_eq!(sub.next("the published event"), (id, "through".to_string()));
+    let next = publish(holder, "p", "after");
+    assert_eq!(sub.next("the next event"), (next, "after".to_string()));
 }
