@@ -193,6 +193,11 @@ http {{
         wait_ready(&mut custom.child, &custom.dir.0, &[port]);
         custom
     }
+
+    /// nginx's error log, for a failure message or a check of what it tried.
+    pub fn error_log(&self) -> String {
+        error_log(&self.dir.0)
+    }
 }
 
 impl Drop for Custom {
@@ -287,7 +292,7 @@ pub fn rewrite(text: &str, pairs: &[(&str, String)]) -> String {
     for (from, to) in pairs {
         assert!(
             out.contains(from),
-            "deploy/nginx.conf no longer contains `{from}`: update tests/common/nginx.rs with it"
+            "the deploy/ config no longer contains `{from}`: update the test that rewrites it"
         );
         out = out.replace(from, to);
     }
