@@ -1935,3 +1935,166 @@ mod store_tests {
         let _ = std::fs::remove_dir_all(&dir);
     }
 }
+
+/// The cluster path with a fake cluster whose "follower" is the test, so
+/// that every interleaving below is forced, not hoped for.
+#[cfg(test)]
+mod cluster_tests {
+    use super::*;
+    use crate::store::Replay;
+
+    /// Issued events; on `replay`, first hands `during` to the hub (the
+    /// follower delivering while the round trip is under way).
+    struct Fake {
+        hub: Mutex<Option<Hub>>,
+        issued: Mutex<Vec<(u64, String, Vec<u8>)>>,
+        during: Mutex<Vec<u64>>,
+        replays: AtomicUsize,
+    }
+
+    impl Cluster for Fake {
+        fn publish(&self, topic: &str, payload: &[u8]) -> Result<u64, String> {
+            let mut issued = self.issued.lock().unwrap();
+            let id = issued.last().map_or(10, |e| e.0 + 10);
+            issued.push((id, topic.to_string(), payload.to_vec()));
+            Ok(id)
+        }
+
+        fn replay(&self, topics: &[&str], after: u64) -> Result<Replay, String> {
+            self.replays.fetch_add(1, Ordering::SeqCst);
+            let hub = self.hub.lock().unwrap().clone().expect("hub set");
+            for id in std::mem::take(&mut *self.during.lock().unwrap()) {
+                follow(&hub, self, id);
+            }
+            let issued = self.issued.lock().unwrap();
+            Ok(Replay {
+                events: issued
+                    .iter()
+                    .filter(|e| e.0 > after && topics.contains(&e.1.as_str()))
+                    .cloned()
+                    .collect(),
+                gap: false,
+                upto: issued.last().map_or(0, |e| e.0),
+            })
+        }
+
+        fn health(&self) -> Result<(), String> {
+            Ok(())
+        }
+    }
+
+    /// The follower bringing issued event `id` to `hub`.
+    fn follow(hub: &Hub, fake: &Fake, id: u64) {
+        let (topic, payload) = fake
+            .issued
+            .lock()
+            .unwrap()
+            .iter()
+            .find(|e| e.0 == id)
+            .map(|e| (e.1.clone(), e.2.clone()))
+            .expect("issued");
+        let mut bytes = vec![0u8; ID_ROOM];
+        bytes.extend_from_slice(&payload);
+        hub.ingest(&topic, id, 0, bytes.into()).unwrap();
+    }
+
+    fn setup() -> (Hub, Arc<Fake>) {
+        let fake = Arc::new(Fake {
+            hub: Mutex::new(None),
+            issued: Mutex::new(Vec::new()),
+            during: Mutex::new(Vec::new()),
+            replays: AtomicUsize::new(0),
+        });
+        let hub = Hub::start_cluster(
+            HubLimits::default(),
+            Arc::new(Metrics::new()),
+            None,
+            fake.clone(),
+            0,
+        );
+        *fake.hub.lock().unwrap() = Some(hub.clone());
+        (hub, fake)
+    }
+
+    fn queued(sub: &Subscription) -> Vec<u64> {
+        sub.receiver().try_iter().map(|f| f.id()).collect()
+    }
+
+    #[test]
+    fn a_publish_is_delivered_only_as_the_follower_brings_it() {
+        let (hub, fake) = setup();
+        let sub = hub.subscribe(&["t"], None).unwrap();
+        let id = hub.publish("t", &Event::data("x")).unwrap();
+        assert_eq!(id, 10);
+        assert!(
+            queued(&sub).is_empty(),
+            "delivered before the cluster's order"
+        );
+        follow(&hub, &fake, id);
+        assert_eq!(queued(&sub), [10]);
+    }
+
+    #[test]
+    fn a_followed_id_replays_locally_without_asking_the_cluster() {
+        let (hub, fake) = setup();
+        for _ in 0..3 {
+            let id = hub.publish("t", &Event::data("x")).unwrap();
+            follow(&hub, &fake, id);
+        }
+        let sub = hub.subscribe(&["t"], Some(10)).unwrap();
+        let ids: Vec<u64> = sub.prelude().iter().map(Frame::id).collect();
+        assert_eq!(ids, [20, 30]);
+        assert!(sub.gap().is_none());
+        assert_eq!(fake.replays.load(Ordering::SeqCst), 0);
+    }
+
+    #[test]
+    fn a_cluster_replay_hands_over_to_live_with_no_duplicate() {
+        let (hub, fake) = setup();
+        // 10 followed; 20, 30 and 40 issued but not followed yet, so a
+        // client that saw 20 elsewhere is ahead of this instance.
+        for _ in 0..4 {
+            hub.publish("t", &Event::data("x")).unwrap();
+        }
+        follow(&hub, &fake, 10);
+        // The follower delivers 30 while the replay is under way: it is in
+        // the queue when the replay answers, and in the replay too.
+        fake.during.lock().unwrap().push(20);
+        fake.during.lock().unwrap().push(30);
+        let sub = hub.subscribe(&["t"], Some(20)).unwrap();
+        assert_eq!(fake.replays.load(Ordering::SeqCst), 1);
+        let replayed: Vec<u64> = sub.prelude().iter().map(Frame::id).collect();
+        assert_eq!(replayed, [30, 40]);
+        assert!(queued(&sub).is_empty(), "30 queued twice");
+        // 40 was in the replay; the follower bringing it must not repeat it.
+        follow(&hub, &fake, 40);
+        let later = hub.publish("t", &Event::data("y")).unwrap();
+        follow(&hub, &fake, later);
+        assert_eq!(queued(&sub), [later]);
+    }
+
+    #[test]
+    fn after_a_follower_gap_streams_end_and_replays_ask_the_cluster() {
+        let (hub, fake) = setup();
+        let a = hub.publish("t", &Event::data("x")).unwrap();
+        follow(&hub, &fake, a);
+        let sub = hub.subscribe(&["t"], None).unwrap();
+        hub.lost_track();
+        assert!(sub.is_evicted(), "the open stream must end");
+        // Issued while the follower lost track; the next it brings is 30.
+        let missed = hub.publish("t", &Event::data("missed")).unwrap();
+        let next = hub.publish("t", &Event::data("next")).unwrap();
+        follow(&hub, &fake, next);
+        let again = hub.subscribe(&["t"], Some(a)).unwrap();
+        let ids: Vec<u64> = again.prelude().iter().map(Frame::id).collect();
+        assert_eq!(ids, [missed, next], "replayed from the cluster");
+        // From the event after the gap on, the local history is exact.
+        let replays = fake.replays.load(Ordering::SeqCst);
+        let after = hub.publish("t", &Event::data("after")).unwrap();
+        follow(&hub, &fake, after);
+        let local = hub.subscribe(&["t"], Some(next)).unwrap();
+        let ids: Vec<u64> = local.prelude().iter().map(Frame::id).collect();
+        assert_eq!(ids, [after]);
+        assert_eq!(fake.replays.load(Ordering::SeqCst), replays);
+    }
+}
