@@ -43,7 +43,7 @@ use crossbeam_channel::{Receiver, Sender, unbounded};
 use crate::defaults;
 use crate::event::{Event, Frame, ID_ROOM};
 use crate::metrics::Metrics;
-use crate::store::{Loaded, Store};
+use crate::store::{Cluster, Loaded, Store};
 
 /// How the hub tells whoever serves a subscription (its owner: a writer
 /// pool thread) that it has something to do: a frame was queued, or it was
@@ -230,7 +230,10 @@ pub struct Hub {
 
 struct Inner {
     limits: HubLimits,
-    first_id: u64,
+    /// Ids before this one may be missing from the history (from before
+    /// this hub started, or missed by a cluster's follower); `u64::MAX`
+    /// after a follower's gap, until the next event sets it.
+    first_id: AtomicU64,
     next_id: AtomicU64,
     next_sub: AtomicU64,
     /// Held while an id is taken and handed to subscribers of more than one
@@ -251,6 +254,9 @@ struct Inner {
     history_age: Option<Duration>,
     clock: Clock,
     store: Option<Arc<dyn Store>>,
+    /// With a cluster, ids come from it and events come in only through
+    /// [`Hub::ingest`]; the history holds what was followed since start.
+    cluster: Option<Arc<dyn Cluster>>,
     sequence: Mutex<Sequence>,
     /// Signalled whenever ids of `sequence` are delivered.
     delivered: Condvar,
@@ -330,6 +336,8 @@ struct Subscriber {
     /// Set for a subscriber served by the writer pool: it is woken through
     /// its pool thread, once per publish for all it serves.
     ready: Option<Arc<dyn Ready>>,
+    /// Ids up to this one were replayed from a cluster: not delivered again.
+    skip_upto: u64,
 }
 
 impl Default for Hub {
@@ -342,7 +350,7 @@ impl fmt::Debug for Hub {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Hub")
             .field("limits", &self.inner.limits)
-            .field("first_id", &self.inner.first_id)
+            .field("first_id", &self.inner.first_id.load(Ordering::Relaxed))
             .finish_non_exhaustive()
     }
 }
@@ -544,12 +552,6 @@ impl Hub {
         store: Option<Arc<dyn Store>>,
         clock: Clock,
     ) -> Result<Hub, String> {
-        let limits = HubLimits {
-            history: limits.history.max(1),
-            queue: limits.queue.max(1),
-            max_topics: limits.max_topics.max(1),
-            history_bytes: limits.history_bytes.max(1),
-        };
         // Seeding from the clock keeps ids growing across restarts, so a
         // client's Last-Event-ID from an earlier run is never mistaken for a
         // newer event; a store's highest id keeps them growing when the
@@ -566,25 +568,12 @@ impl Hub {
         } else {
             seed
         };
+        let hub = Hub::assemble(limits, metrics, history_age, clock, seed, first_id);
         let hub = Hub {
             inner: Arc::new(Inner {
-                limits,
-                first_id,
-                next_id: AtomicU64::new(seed),
-                next_sub: AtomicU64::new(0),
-                across_topics: Mutex::new(()),
-                held_bytes: AtomicUsize::new(0),
-                shrinking: AtomicBool::new(false),
-                oldest: Mutex::new(BinaryHeap::new()),
-                topics: RwLock::new(HashMap::new()),
-                metrics,
-                history_age,
-                clock,
                 store,
-                sequence: Mutex::new(Sequence::default()),
-                delivered: Condvar::new(),
                 pruned_before: loaded.pruned,
-                forgotten_upto: AtomicU64::new(0),
+                ..Arc::into_inner(hub.inner).expect("not shared yet")
             }),
         };
         for (id, topic, at_ms, payload) in loaded.events {
@@ -595,6 +584,76 @@ impl Hub {
             }
         }
         Ok(hub)
+    }
+
+    /// A hub sharing its ids and history through `cluster`, whose follower
+    /// has delivered up to `followed` (the next event it ingests is later):
+    /// it holds what is followed from then on, and asks the cluster to
+    /// replay what it does not hold.
+    pub(crate) fn start_cluster(
+        limits: HubLimits,
+        metrics: Arc<Metrics>,
+        history_age: Option<Duration>,
+        cluster: Arc<dyn Cluster>,
+        followed: u64,
+    ) -> Hub {
+        let next = followed.saturating_add(1);
+        // A cluster that has issued nothing yet: the first event followed
+        // is where this hub's history starts (an id from before it belongs
+        // to an emptied data set).
+        let first = if followed == 0 { u64::MAX } else { next };
+        let hub = Hub::assemble(
+            limits,
+            metrics,
+            history_age,
+            Arc::new(system_clock_us),
+            next,
+            first,
+        );
+        Hub {
+            inner: Arc::new(Inner {
+                cluster: Some(cluster),
+                ..Arc::into_inner(hub.inner).expect("not shared yet")
+            }),
+        }
+    }
+
+    fn assemble(
+        limits: HubLimits,
+        metrics: Arc<Metrics>,
+        history_age: Option<Duration>,
+        clock: Clock,
+        next_id: u64,
+        first_id: u64,
+    ) -> Hub {
+        let limits = HubLimits {
+            history: limits.history.max(1),
+            queue: limits.queue.max(1),
+            max_topics: limits.max_topics.max(1),
+            history_bytes: limits.history_bytes.max(1),
+        };
+        Hub {
+            inner: Arc::new(Inner {
+                limits,
+                first_id: AtomicU64::new(first_id),
+                next_id: AtomicU64::new(next_id),
+                next_sub: AtomicU64::new(0),
+                across_topics: Mutex::new(()),
+                held_bytes: AtomicUsize::new(0),
+                shrinking: AtomicBool::new(false),
+                oldest: Mutex::new(BinaryHeap::new()),
+                topics: RwLock::new(HashMap::new()),
+                metrics,
+                history_age,
+                clock,
+                store: None,
+                cluster: None,
+                sequence: Mutex::new(Sequence::default()),
+                delivered: Condvar::new(),
+                pruned_before: HashMap::new(),
+                forgotten_upto: AtomicU64::new(0),
+            }),
+        }
     }
 
     /// Takes in an event whose id was given elsewhere (loaded from the
@@ -608,12 +667,68 @@ impl Hub {
         at_ms: u64,
         bytes: Arc<[u8]>,
     ) -> Result<u64, PublishError> {
-        self.insert(topic, Some(id), at_ms, bytes)
+        let inner = &*self.inner;
+        let held = self.insert(topic, Some(id), at_ms, bytes);
+        if inner.cluster.is_some() {
+            if held.is_err() {
+                // Not held (one topic too many): a topic made later must not
+                // replay as if it had never had this event.
+                inner.forgotten_upto.fetch_max(id, Ordering::AcqRel);
+            }
+            // Only once delivered: a subscriber asking from `id` before then
+            // is sent to the cluster (an id this hub has not seen), never
+            // given `id` live again.
+            inner.next_id.fetch_max(id.saturating_add(1), Ordering::AcqRel);
+            let _ = inner.first_id.compare_exchange(
+                u64::MAX,
+                id,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            );
+        }
+        held
     }
 
-    /// The reason the store cannot take events now, if it cannot.
+    /// A cluster's follower may have missed events (they left the shared
+    /// history before it read them, or the cluster lost them): until the
+    /// next one comes in, every replay asks the cluster, and every open
+    /// subscription ends, so that its client reconnects with its
+    /// `Last-Event-ID` and is replayed what it missed, or told with a `gap`.
+    pub(crate) fn lost_track(&self) {
+        let inner = &*self.inner;
+        inner.first_id.store(u64::MAX, Ordering::Release);
+        let topics: Vec<Arc<Topic>> = inner
+            .topics
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect();
+        let mut wake: Vec<Arc<dyn Wake>> = Vec::new();
+        for t in topics {
+            let st = lock(&t);
+            for s in &st.subscribers {
+                if !s.evicted.swap(true, Ordering::AcqRel)
+                    && let Some(w) = s.ready.as_ref().and_then(|r| r.queued())
+                    && !wake.iter().any(|x| Arc::ptr_eq(x, w))
+                {
+                    wake.push(w.clone());
+                }
+            }
+        }
+        for w in wake {
+            w.wake();
+        }
+    }
+
+    /// The reason the store or the cluster cannot take events now, if it
+    /// cannot.
     pub(crate) fn store_health(&self) -> Result<(), String> {
-        self.inner.store.as_ref().map_or(Ok(()), |s| s.health())
+        match (&self.inner.store, &self.inner.cluster) {
+            (Some(s), _) => s.health(),
+            (None, Some(c)) => c.health(),
+            (None, None) => Ok(()),
+        }
     }
 
     /// Drops what `history_age` no longer allows, in memory and in the
@@ -715,9 +830,19 @@ impl Hub {
         } else {
             0
         };
-        match &inner.store {
-            None => self.insert(topic, None, at_ms, bytes),
-            Some(store) => self.publish_stored(&**store, topic, at_ms, bytes),
+        match (&inner.store, &inner.cluster) {
+            (Some(store), _) => self.publish_stored(&**store, topic, at_ms, bytes),
+            (None, Some(cluster)) => {
+                // Refused here, as without a cluster, before anything is
+                // published.
+                inner.topic(topic)?;
+                // Delivered here only as the follower brings it back, in
+                // the cluster's one order.
+                cluster
+                    .publish(topic, &bytes[ID_ROOM..])
+                    .map_err(PublishError::Unavailable)
+            }
+            (None, None) => self.insert(topic, None, at_ms, bytes),
         }
     }
 
@@ -945,11 +1070,12 @@ impl Hub {
                 evicted: evicted.clone(),
                 multi_topic,
                 ready: ready.clone(),
+                skip_upto: 0,
             });
             st.multi_topic += usize::from(multi_topic);
         }
         drop(states);
-        Ok(Subscription {
+        let mut sub = Subscription {
             hub: self.inner.clone(),
             topics: handles,
             key,
@@ -957,8 +1083,55 @@ impl Hub {
             prelude,
             queue: rx,
             evicted,
-        })
+        };
+        if gap
+            && let (Some(cluster), Some(last)) = (&inner.cluster, last_event_id)
+        {
+            catch_up(&**cluster, &mut sub, &names, last, &tx);
+        }
+        Ok(sub)
     }
+}
+
+/// Replays from the cluster what the hub does not hold, for a subscription
+/// registered already: the live frames it was given that the replay also
+/// holds (ids up to the snapshot's `upto`) are taken out, and no more are
+/// given. When the cluster cannot replay, the hub's own replay stays, with
+/// its `gap` event.
+fn catch_up(cluster: &dyn Cluster, sub: &mut Subscription, names: &[&str], last: u64, tx: &Sender<Frame>) {
+    let replayed = match cluster.replay(names, last) {
+        Ok(r) => r,
+        Err(e) => {
+            log::warn!("replay after {last}: {e}; replaying what this instance holds");
+            return;
+        }
+    };
+    let upto = replayed.upto;
+    // Every topic locked (in name order, as when subscribing): nothing is
+    // delivered while the queue is sifted.
+    let mut states: Vec<_> = sub.topics.iter().map(|t| lock(t)).collect();
+    for st in &mut states {
+        for s in st.subscribers.iter_mut().filter(|s| s.key == sub.key) {
+            s.skip_upto = upto;
+        }
+    }
+    let queued: Vec<Frame> = sub.queue.try_iter().collect();
+    for f in queued.into_iter().filter(|f| f.id() > upto) {
+        // The receiver is `sub`'s own: it is there.
+        let _ = tx.send(f);
+    }
+    drop(states);
+    let mut prelude = Vec::with_capacity(usize::from(replayed.gap) + replayed.events.len());
+    if replayed.gap {
+        prelude.push(gap_frame(last, replayed.events.first().map(|e| e.0)));
+    }
+    for (id, _, payload) in replayed.events {
+        let mut bytes = vec![0u8; ID_ROOM];
+        bytes.extend_from_slice(&payload);
+        prelude.push(Frame::with_reserved_id(bytes.into(), id));
+    }
+    sub.gap = replayed.gap;
+    sub.prelude = prelude;
 }
 
 /// Hands `frame` to every subscriber of the locked topic `st`, drops those
@@ -980,6 +1153,9 @@ fn deliver(inner: &Inner, st: &mut TopicState, frame: &Frame) -> Vec<Arc<dyn Wak
     let mut deliver = |s: &Subscriber| -> bool {
         if s.evicted.load(Ordering::Relaxed) {
             return false;
+        }
+        if frame.id() <= s.skip_upto {
+            return true;
         }
         // The queue is bounded here rather than by the channel: a bounded
         // crossbeam channel allocates every slot up front (10 KiB for 256
@@ -1023,7 +1199,7 @@ fn replay(inner: &Inner, states: &[MutexGuard<'_, TopicState>], last: u64) -> (V
     // history, any from before this hub started, or, for an id larger than
     // any issued (a clock that went back, another server), whatever it
     // stands for.
-    let from_before = last.saturating_add(1) < inner.first_id;
+    let from_before = last.saturating_add(1) < inner.first_id.load(Ordering::Acquire);
     let from_future = last >= inner.next_id.load(Ordering::Relaxed);
     let mut gap = from_before || from_future;
     let mut runs = Vec::with_capacity(states.len());

@@ -64,6 +64,7 @@ pub struct ServerBuilder {
     store: Option<PathBuf>,
     store_sync: StoreSync,
     history_age: Option<Duration>,
+    redis: Option<String>,
 }
 
 /// How hard a store's commit pushes an event to the disk before the
@@ -162,6 +163,7 @@ impl Default for ServerBuilder {
             store: None,
             store_sync: StoreSync::Normal,
             history_age: None,
+            redis: None,
         }
     }
 }
@@ -192,9 +194,13 @@ pub enum StartError {
     /// header value with a line break); the message names it.
     Invalid(String),
     /// The store could not be opened: a file that is not a tinysse
-    /// database, a corrupt one, one that cannot be written, or one in use.
-    /// The file was left untouched.
+    /// database, a corrupt one, one that cannot be written, or one in use
+    /// (the file was left untouched); or a Redis URL this build cannot use,
+    /// or a server that is not a Redis it can use.
     Store(Box<dyn std::error::Error + Send + Sync + 'static>),
+    /// Redis could not be reached, or did not answer in time, at start-up:
+    /// nothing is wrong with the setting, try again.
+    Unavailable(Box<dyn std::error::Error + Send + Sync + 'static>),
 }
 
 impl fmt::Display for StartError {
@@ -205,7 +211,7 @@ impl fmt::Display for StartError {
             StartError::Thread(e) => write!(f, "cannot start a server thread: {e}"),
             StartError::Http(e) => write!(f, "cannot start the HTTP server: {e}"),
             StartError::Invalid(e) => write!(f, "invalid setting: {e}"),
-            StartError::Store(e) => write!(f, "{e}"),
+            StartError::Store(e) | StartError::Unavailable(e) => write!(f, "{e}"),
         }
     }
 }
@@ -214,7 +220,7 @@ impl std::error::Error for StartError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             StartError::Resolve(_, e) | StartError::Bind(_, e) | StartError::Thread(e) => Some(e),
-            StartError::Http(e) | StartError::Store(e) => Some(&**e),
+            StartError::Http(e) | StartError::Store(e) | StartError::Unavailable(e) => Some(&**e),
             StartError::Invalid(_) => None,
         }
     }
@@ -305,6 +311,21 @@ impl ServerBuilder {
         /// How durable a stored event is before its publish is
         /// acknowledged (with [`store`](Self::store)). Default: `Normal`.
         store_sync, StoreSync, |s, v| s.store_sync = v, "store_sync(tinysse::StoreSync::Full)"
+    );
+    #[cfg(feature = "redis")]
+    setter!(
+        /// Shares topics, ids and history with every other server pointed at
+        /// the same Redis (7 or later; `redis://[user:password@]host[:port][/db]`
+        /// or `unix://PATH`), so that they behave as one: an event published
+        /// on any of them reaches the subscribers of all, in one order, with
+        /// one id, and a client that moves between them with `Last-Event-ID`
+        /// is replayed exactly what it missed. A publish is acknowledged once
+        /// Redis holds it. Not with [`store`](Self::store). A URL that cannot
+        /// be used makes [`start`](Self::start) fail with
+        /// [`StartError::Store`]; a Redis that cannot be reached then, with
+        /// [`StartError::Unavailable`]. Default: `None`. Needs the `redis`
+        /// feature (on by default). docs/redis.md has the design.
+        redis, Option<String>, |s, v| s.redis = v, "redis(Some(\"redis://127.0.0.1:6379/\".into()))"
     );
     setter!(
         /// The largest publish body in bytes. Default: [`defaults::MAX_BODY`].
@@ -576,6 +597,26 @@ impl ServerBuilder {
             }
             None => None,
         };
+        #[cfg(feature = "redis")]
+        let (hub, follower) = match &self.redis {
+            Some(url) => {
+                let (hub, follower) =
+                    start_redis(url, self.limits, metrics.clone(), self.history_age)?;
+                (hub, Some(follower))
+            }
+            None => (
+                Hub::start(
+                    self.limits,
+                    metrics.clone(),
+                    self.history_age,
+                    store,
+                    Arc::new(crate::hub::system_clock_us),
+                )
+                .map_err(|e| StartError::Store(e.into()))?,
+                None,
+            ),
+        };
+        #[cfg(not(feature = "redis"))]
         let hub = Hub::start(
             self.limits,
             metrics.clone(),
@@ -632,8 +673,68 @@ impl ServerBuilder {
             http: Mutex::new(Some(http)),
             streams_done: alive_rx,
             housekeeping: Mutex::new(housekeeping),
+            #[cfg(feature = "redis")]
+            follower: Mutex::new(follower),
         })
     }
+}
+
+/// Connects to Redis and starts a hub that shares its ids and history
+/// there, fed by a follower from the highest id issued now.
+#[cfg(feature = "redis")]
+fn start_redis(
+    url: &str,
+    limits: HubLimits,
+    metrics: Arc<Metrics>,
+    history_age: Option<Duration>,
+) -> Result<(Hub, crate::store_redis::Follower), StartError> {
+    use crate::event::ID_ROOM;
+    use crate::store_redis::{Followed, RedisCluster, RedisError, RedisOptions, RedisStore};
+
+    let refused = |e: RedisError| {
+        if e.is_config() {
+            StartError::Store(Box::new(e))
+        } else {
+            StartError::Unavailable(Box::new(e))
+        }
+    };
+    let mut opts = RedisOptions::new(url);
+    opts.history = limits.history.max(1);
+    opts.history_age = history_age;
+    let store = RedisStore::connect(opts).map_err(refused)?;
+    let from = store.highest_id().map_err(refused)?;
+    let (cluster, health) = RedisCluster::new(store.clone());
+    let hub = Hub::start_cluster(limits, metrics, history_age, Arc::new(cluster), from);
+    let fed = hub.clone();
+    let deliver = Box::new(move |f: Followed| match f {
+        Followed::Event(e) => {
+            let mut bytes = Vec::with_capacity(ID_ROOM + e.payload.len());
+            bytes.resize(ID_ROOM, 0);
+            bytes.extend_from_slice(&e.payload);
+            let at_ms = crate::hub::system_clock_us() / 1000;
+            if let Err(err) = fed.ingest(&e.topic, e.id, at_ms, bytes.into()) {
+                log::warn!("redis: event {} of topic {} not held here: {err}", e.id, e.topic);
+            }
+        }
+        Followed::Gap { after } => {
+            log::warn!(
+                "redis: events after {after} may have been missed here; ending open streams \
+                 so that their clients catch up"
+            );
+            fed.lost_track();
+        }
+    });
+    let on_health = Box::new(move |h: Result<(), String>| {
+        match &h {
+            Ok(()) => log::info!("redis: usable"),
+            Err(e) => log::warn!("redis: {e}"),
+        }
+        *health.lock().unwrap_or_else(|p| p.into_inner()) = h;
+    });
+    let follower = store
+        .follow(Some(from), deliver, on_health)
+        .map_err(refused)?;
+    Ok((hub, follower))
 }
 
 /// The listening socket, with options Linux copies to every accepted socket:
@@ -668,6 +769,8 @@ pub struct ServerHandle {
     http: Mutex<Option<Arc<tiny_http::Server>>>,
     streams_done: Receiver<()>,
     housekeeping: Mutex<Option<Housekeeping>>,
+    #[cfg(feature = "redis")]
+    follower: Mutex<Option<crate::store_redis::Follower>>,
 }
 
 /// The thread that drops what `history_age` no longer allows, in memory and
@@ -832,6 +935,15 @@ impl ServerHandle {
         {
             h.stop();
         }
+        #[cfg(feature = "redis")]
+        if let Some(f) = self
+            .follower
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+        {
+            f.join();
+        }
         // No stream can come any more: the pool threads end now, dropping
         // any stream still open.
         self.shared.pool.stop(Instant::now());
@@ -866,6 +978,11 @@ fn check_settings(b: &ServerBuilder) -> Result<(), StartError> {
         && (t.is_empty() || !header_safe(t))
     {
         return invalid("publish_token is empty or holds a line break".into());
+    }
+    if b.redis.is_some() && b.store.is_some() {
+        return invalid(
+            "redis and store do not go together: with redis, Redis keeps the history".into(),
+        );
     }
     if b.settings.publish_token.is_some() && b.settings.auth.is_some() {
         return invalid(

@@ -34,3 +34,33 @@ pub(crate) struct Loaded {
     /// Per topic, the largest id that left its retained events.
     pub(crate) pruned: HashMap<String, u64>,
 }
+
+/// The scale-out seam: one id sequence and one history shared by several
+/// hubs (instances), e.g. through Redis. A hub publishes through it and
+/// gets the event back, like every other hub, from a follower that calls
+/// [`Hub::ingest`](crate::hub::Hub::ingest) in the shared order, so there
+/// is one order everywhere. It replays what a hub does not hold itself.
+pub(crate) trait Cluster: Send + Sync {
+    /// Publishes one encoded event (without its id line); returns its id
+    /// once the cluster holds it. An error is a one-line reason: nothing
+    /// was published (or, said in the reason, it may have been).
+    fn publish(&self, topic: &str, payload: &[u8]) -> Result<u64, String>;
+    /// The retained events of `topics` after `after`, from one snapshot.
+    fn replay(&self, topics: &[&str], after: u64) -> Result<Replay, String>;
+    /// Whether the cluster can take publishes now; the reason if not.
+    fn health(&self) -> Result<(), String>;
+}
+
+/// What a [`Cluster`] replayed.
+#[derive(Debug, Default)]
+pub(crate) struct Replay {
+    /// The retained events after the asked id, ids ascending:
+    /// (id, topic, payload without its id line).
+    pub(crate) events: Vec<(u64, String, Vec<u8>)>,
+    /// Some events after the asked id are no longer held.
+    pub(crate) gap: bool,
+    /// The highest id issued at the snapshot: every event of the topics up
+    /// to it is in `events` or covered by `gap`, every later one comes
+    /// through the follower.
+    pub(crate) upto: u64,
+}

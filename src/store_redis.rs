@@ -27,6 +27,8 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TryRecvError};
 use redis::{Client, Connection, ConnectionAddr, Value};
 
+use crate::store::{Cluster, Replay};
+
 /// How to reach Redis and what to keep there.
 #[derive(Clone)]
 pub struct RedisOptions {
@@ -1306,6 +1308,55 @@ fn xread_entries(reply: Value) -> Option<Vec<Value>> {
     match entries {
         Value::Array(e) => Some(e),
         _ => None,
+    }
+}
+
+/// The engine as the hub's [`Cluster`] seam, with its follower's view of
+/// whether Redis is usable (for `/healthz`).
+pub(crate) struct RedisCluster {
+    store: RedisStore,
+    health: Arc<Mutex<Result<(), String>>>,
+}
+
+impl RedisCluster {
+    /// The engine, taken as healthy (it just connected), and the state its
+    /// follower's `on_health` keeps up to date.
+    pub(crate) fn new(store: RedisStore) -> (RedisCluster, Arc<Mutex<Result<(), String>>>) {
+        let health = Arc::new(Mutex::new(Ok(())));
+        let cluster = RedisCluster {
+            store,
+            health: health.clone(),
+        };
+        (cluster, health)
+    }
+}
+
+impl Cluster for RedisCluster {
+    fn publish(&self, topic: &str, payload: &[u8]) -> Result<u64, String> {
+        self.store
+            .publish(topic, payload)
+            .map(|p| p.id)
+            .map_err(|e| e.to_string())
+    }
+
+    fn replay(&self, topics: &[&str], after: u64) -> Result<Replay, String> {
+        let r = self.store.replay(topics, after).map_err(|e| e.to_string())?;
+        Ok(Replay {
+            events: r
+                .events
+                .into_iter()
+                .map(|e| (e.id, e.topic, e.payload))
+                .collect(),
+            gap: r.gap,
+            upto: r.upto,
+        })
+    }
+
+    fn health(&self) -> Result<(), String> {
+        self.health
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 }
 

@@ -53,6 +53,8 @@ pub struct Config {
     pub store_sync: StoreSync,
     /// `--history-age` in seconds; 0 is off.
     pub history_age_secs: u64,
+    /// `--redis` (its URL may hold a password).
+    pub redis: Option<Secret>,
 }
 
 impl Default for Config {
@@ -79,6 +81,7 @@ impl Default for Config {
             store: None,
             store_sync: StoreSync::Normal,
             history_age_secs: 0,
+            redis: None,
         }
     }
 }
@@ -146,6 +149,9 @@ Options (each also read from the environment variable shown):
                         and crashes [TINYSSE_STORE] (memory only)
   --store-sync MODE     normal: an acknowledged publish survives a crash of the
                         process; full: a power loss too [TINYSSE_STORE_SYNC] (normal)
+  --redis URL           share topics, ids and history with other instances
+                        through Redis (redis://[user:password@]host[:port][/db]);
+                        not with --store [TINYSSE_REDIS] (unset)
   --max-body BYTES      largest publish body [TINYSSE_MAX_BODY] ({max_body})
   --publish-token T     require Authorization: Bearer T to publish [TINYSSE_PUBLISH_TOKEN]
   --jwt-secret KEY      publishing and subscribing need a JWT signed with this
@@ -291,6 +297,12 @@ fn apply(c: &mut Config, flag: &str, source: &str, value: &str) -> Result<(), Co
             }
             c.store = Some(PathBuf::from(value))
         }
+        "redis" => {
+            if value.is_empty() {
+                return Err(ConfigError(format!("{source}: must not be empty")));
+            }
+            c.redis = Some(Secret(value.to_string()))
+        }
         "store-sync" => {
             c.store_sync = match value {
                 "normal" => StoreSync::Normal,
@@ -307,7 +319,7 @@ fn apply(c: &mut Config, flag: &str, source: &str, value: &str) -> Result<(), Co
     Ok(())
 }
 
-const VALUED: [&str; 19] = [
+const VALUED: [&str; 20] = [
     "addr",
     "public",
     "heartbeat",
@@ -327,6 +339,7 @@ const VALUED: [&str; 19] = [
     "history-age",
     "store",
     "store-sync",
+    "redis",
 ];
 
 fn boolean(source: &str, value: &str) -> Result<bool, ConfigError> {
@@ -382,6 +395,12 @@ impl Config {
             }
         }
         c.check_auth()?;
+        if c.redis.is_some() && c.store.is_some() {
+            return Err(ConfigError(
+                "--redis and --store cannot be used together: with --redis, Redis keeps the history"
+                    .into(),
+            ));
+        }
         Ok(Command::Run(Box::new(c)))
     }
 
@@ -460,6 +479,16 @@ impl Config {
             )
             .store(self.store.clone())
             .store_sync(self.store_sync);
+        #[cfg(feature = "redis")]
+        {
+            b = b.redis(self.redis.as_ref().map(|u| u.0.clone()));
+        }
+        #[cfg(not(feature = "redis"))]
+        if self.redis.is_some() {
+            return Err(ConfigError(
+                "--redis: this build has no Redis support (build with the `redis` feature)".into(),
+            ));
+        }
         if let Some(auth) = self.authorizer()? {
             b = b.authorizer(auth);
         }
