@@ -51,6 +51,14 @@ Options:
   --tolerance MS      max-streams: allowed heartbeat lateness (default 500)
   --store MODE        broadcast: memory (default), or --store in a temp file with
                       --store-sync normal | full
+  --redis             broadcast: start a redis-server of its own (free loopback port,
+                      throwaway dir, no persistence) and --instances servers on it
+                      with --redis URL; subscribers are spread evenly over them and
+                      publishers alternate between them. Not with --store or --url
+  --instances N       with --redis: servers sharing the Redis (default 2)
+  --redis-server PATH with --redis: the redis-server binary (default: redis-server on PATH)
+  --redis-aof FSYNC   with --redis: --appendonly yes with --appendfsync FSYNC
+                      (everysec | always); default: no persistence at all
   -h, --help          this text
 ";
 
@@ -73,6 +81,13 @@ struct Opts {
     tolerance_ms: u64,
     /// broadcast: `memory`, or a store's sync mode (`normal`, `full`).
     store: String,
+    /// broadcast: several servers on one Redis of the bench's own.
+    redis: bool,
+    /// With `redis`: how many servers share it.
+    instances: usize,
+    redis_server: PathBuf,
+    /// With `redis`: Redis's `--appendfsync`, with the AOF on.
+    redis_aof: Option<String>,
 }
 
 fn parse_opts() -> Result<Opts, String> {
@@ -94,6 +109,10 @@ fn parse_opts() -> Result<Opts, String> {
         step: 1000,
         tolerance_ms: 500,
         store: "memory".into(),
+        redis: false,
+        instances: 2,
+        redis_server: "redis-server".into(),
+        redis_aof: None,
     };
     let mut p = lexopt::Parser::from_env();
     fn num<T: std::str::FromStr>(name: &str, v: OsString) -> Result<T, String> {
@@ -108,6 +127,10 @@ fn parse_opts() -> Result<Opts, String> {
                 std::process::exit(0);
             }
             Long("server") => o.server = Some(p.value().map_err(|e| e.to_string())?.into()),
+            Long("redis") => o.redis = true,
+            Long("redis-server") => {
+                o.redis_server = p.value().map_err(|e| e.to_string())?.into();
+            }
             Long("url") => {
                 let v = p.value().map_err(|e| e.to_string())?;
                 let v = v.to_string_lossy();
@@ -136,6 +159,14 @@ fn parse_opts() -> Result<Opts, String> {
                     "hold" => o.hold = Some(num(&name, v)?),
                     "step" => o.step = num::<usize>(&name, v)?.max(1),
                     "tolerance" => o.tolerance_ms = num(&name, v)?,
+                    "instances" => o.instances = num::<usize>(&name, v)?.max(1),
+                    "redis-aof" => {
+                        let v = v.to_string_lossy().into_owned();
+                        if !["everysec", "always"].contains(&v.as_str()) {
+                            return Err(format!("--redis-aof: {v} is not everysec or always"));
+                        }
+                        o.redis_aof = Some(v);
+                    }
                     "store" => {
                         let v = v.to_string_lossy().into_owned();
                         if !["memory", "normal", "full"].contains(&v.as_str()) {
@@ -159,6 +190,12 @@ fn parse_opts() -> Result<Opts, String> {
     }
     if o.workloads.is_empty() {
         o.workloads.push("suite".into());
+    }
+    if o.redis && o.store != "memory" {
+        return Err("--redis and --store: one or the other (as for the server)".into());
+    }
+    if o.redis && o.url.is_some() {
+        return Err("--redis starts its own servers and Redis: not with --url".into());
     }
     Ok(o)
 }
@@ -191,6 +228,9 @@ impl Target {
             .args(["--addr", "127.0.0.1:0", "--firehose", "--no-demo"])
             .args(args)
             .env("TINYSSE_LOG", "error")
+            // Only --redis in `args` may point a server at a Redis: one from
+            // the environment would make a memory run a Redis run.
+            .env_remove("TINYSSE_REDIS")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -240,14 +280,24 @@ impl Target {
 
     /// CPU seconds used (user + system) from /proc/PID/stat.
     fn cpu(&self) -> Option<f64> {
-        let s = std::fs::read_to_string(format!("/proc/{}/stat", self.pid?)).ok()?;
-        // The command name may hold spaces; fields are counted after its ')'.
-        let rest = &s[s.rfind(')')? + 2..];
-        let f: Vec<&str> = rest.split_whitespace().collect();
-        let utime: f64 = f.get(11)?.parse().ok()?;
-        let stime: f64 = f.get(12)?.parse().ok()?;
-        Some((utime + stime) / clock_ticks())
+        proc_cpu(self.pid?)
     }
+}
+
+/// CPU seconds a process used (user + system), from /proc/PID/stat.
+fn proc_cpu(pid: u32) -> Option<f64> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name may hold spaces; fields are counted after its ')'.
+    let rest = &s[s.rfind(')')? + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let utime: f64 = f.get(11)?.parse().ok()?;
+    let stime: f64 = f.get(12)?.parse().ok()?;
+    Some((utime + stime) / clock_ticks())
+}
+
+/// The CPU seconds of all the servers, if /proc has every one.
+fn cpu_sum(targets: &[Target]) -> Option<f64> {
+    targets.iter().map(Target::cpu).sum()
 }
 
 impl Drop for Target {
@@ -257,6 +307,139 @@ impl Drop for Target {
             let _ = c.wait();
         }
     }
+}
+
+/// A `redis-server` of the bench's own for `--redis`: a free loopback port,
+/// a throwaway directory under the temp dir, stopped (SIGTERM, then SIGKILL)
+/// and the directory removed when dropped.
+struct RedisProc {
+    child: Option<Child>,
+    port: u16,
+    dir: PathBuf,
+}
+
+impl RedisProc {
+    fn start(o: &Opts) -> Result<RedisProc, String> {
+        let dir = std::env::temp_dir().join(format!(
+            "tinysse-bench-redis-{}-{}",
+            std::process::id(),
+            now_ns()
+        ));
+        std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        // Owns the directory from here on, so an early return removes it.
+        let mut r = RedisProc {
+            child: None,
+            port: 0,
+            dir,
+        };
+        let log = r.dir.join("redis.log");
+        // A free port can be taken by someone else before Redis binds it.
+        for _ in 0..5 {
+            r.port = std::net::TcpListener::bind("127.0.0.1:0")
+                .and_then(|l| l.local_addr())
+                .map_err(|e| format!("a free port: {e}"))?
+                .port();
+            let mut cmd = Command::new(&o.redis_server);
+            cmd.args(["--port", &r.port.to_string(), "--bind", "127.0.0.1"])
+                .arg("--dir")
+                .arg(&r.dir)
+                .args(["--save", ""])
+                .args(["--daemonize", "no", "--loglevel", "warning"])
+                .arg("--logfile")
+                .arg(&log);
+            match &o.redis_aof {
+                Some(fsync) => cmd.args(["--appendonly", "yes", "--appendfsync", fsync]),
+                None => cmd.args(["--appendonly", "no"]),
+            };
+            let child = cmd
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .map_err(|e| {
+                    if e.kind() == io::ErrorKind::NotFound {
+                        format!(
+                            "--redis: {} not found (apt-get install -y redis-server, \
+                             or pass --redis-server PATH)",
+                            o.redis_server.display()
+                        )
+                    } else {
+                        format!("--redis: cannot start {}: {e}", o.redis_server.display())
+                    }
+                })?;
+            r.child = Some(child);
+            let end = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < end {
+                if let Some(c) = &mut r.child
+                    && let Ok(Some(_)) = c.try_wait()
+                {
+                    r.child = None;
+                    break;
+                }
+                if redis_ping(r.port) {
+                    return Ok(r);
+                }
+                thread::sleep(Duration::from_millis(10));
+            }
+            r.stop();
+        }
+        Err(format!(
+            "--redis: redis-server did not start; its log: {}",
+            std::fs::read_to_string(&log)
+                .unwrap_or_default()
+                .lines()
+                .last()
+                .unwrap_or("(empty)")
+        ))
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.port)
+    }
+
+    fn cpu(&self) -> Option<f64> {
+        proc_cpu(self.child.as_ref()?.id())
+    }
+
+    #[allow(unsafe_code)]
+    fn stop(&mut self) {
+        let Some(mut c) = self.child.take() else {
+            return;
+        };
+        // SAFETY: a plain syscall on our own child's pid, not yet reaped.
+        unsafe {
+            libc::kill(c.id() as libc::pid_t, libc::SIGTERM);
+        }
+        let end = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < end {
+            if let Ok(Some(_)) = c.try_wait() {
+                return;
+            }
+            thread::sleep(Duration::from_millis(10));
+        }
+        let _ = c.kill();
+        let _ = c.wait();
+    }
+}
+
+impl Drop for RedisProc {
+    fn drop(&mut self) {
+        self.stop();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Whether Redis answers `PING` with `PONG` (not `LOADING`) within 1 s.
+fn redis_ping(port: u16) -> bool {
+    let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) else {
+        return false;
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(1)));
+    if s.write_all(b"PING\r\n").is_err() {
+        return false;
+    }
+    let mut buf = [0u8; 64];
+    matches!(s.read(&mut buf), Ok(n) if buf[..n].starts_with(b"+PONG"))
 }
 
 #[allow(unsafe_code)]
@@ -545,6 +728,28 @@ struct SubResult {
     received: u64,
     latencies_us: Vec<u32>,
     error: Option<String>,
+    /// The ids received, folded in order: subscribers that got every event
+    /// must agree, whichever instance they are on.
+    ids_hash: u64,
+}
+
+/// Waits until a server's `/healthz` answers 200 (a server on Redis may
+/// report 503 until it reaches it).
+fn wait_healthy(addr: SocketAddr) -> Result<(), String> {
+    let end = Instant::now() + Duration::from_secs(10);
+    loop {
+        let e = match Publisher::connect(addr) {
+            Ok(mut c) => match c.healthz() {
+                Ok(()) => return Ok(()),
+                Err(e) => e,
+            },
+            Err(e) => e,
+        };
+        if Instant::now() > end {
+            return Err(format!("{addr} not healthy within 10 s: {e}"));
+        }
+        thread::sleep(Duration::from_millis(50));
+    }
 }
 
 fn broadcast(o: &Opts, subs: usize) -> Result<Row, String> {
@@ -572,8 +777,24 @@ fn broadcast(o: &Opts, subs: usize) -> Result<Row, String> {
         ]);
     }
     let _cleanup = RemoveOnDrop(store.clone());
-    let t = Target::start(o, &args)?;
-    let addr = t.addr;
+    // Declared before the servers, so they are stopped before it is.
+    let redis = if o.redis {
+        Some(RedisProc::start(o)?)
+    } else {
+        None
+    };
+    if let Some(r) = &redis {
+        args.extend(["--redis".into(), r.url()]);
+    }
+    let n = if redis.is_some() { o.instances } else { 1 };
+    let targets = (0..n)
+        .map(|_| Target::start(o, &args))
+        .collect::<Result<Vec<_>, _>>()?;
+    if redis.is_some() {
+        for t in &targets {
+            wait_healthy(t.addr)?;
+        }
+    }
     let topic = "bench";
     base();
     // Publishing can take a while at a low rate: give every wait room for it.
@@ -590,6 +811,7 @@ fn broadcast(o: &Opts, subs: usize) -> Result<Row, String> {
     let mut streams = Vec::with_capacity(subs);
     let connect_deadline = Instant::now() + Duration::from_secs(120);
     for i in 0..subs {
+        let addr = targets[i % n].addr;
         let s = EventStream::connect(addr, &format!("/events?topic={topic}"), &[])
             .map_err(|e| format!("subscriber {i}: {e}"))?;
         if s.status() != 200 {
@@ -610,6 +832,7 @@ fn broadcast(o: &Opts, subs: usize) -> Result<Row, String> {
                     received: 0,
                     latencies_us: Vec::with_capacity(events as usize),
                     error: None,
+                    ids_hash: 0,
                 };
                 let mut last_id = 0u64;
                 while r.received < events {
@@ -622,6 +845,7 @@ fn broadcast(o: &Opts, subs: usize) -> Result<Row, String> {
                                 break;
                             }
                             last_id = id;
+                            r.ids_hash = r.ids_hash.wrapping_mul(1_000_003) ^ id;
                             let sent: u64 = m
                                 .data
                                 .strip_prefix('t')
@@ -648,13 +872,15 @@ fn broadcast(o: &Opts, subs: usize) -> Result<Row, String> {
         })
         .collect();
     let mut conns = Vec::with_capacity(pubs);
-    for _ in 0..pubs {
+    for p in 0..pubs {
+        let addr = targets[p % n].addr;
         let mut c = Publisher::connect(addr).map_err(|e| format!("publisher: {e}"))?;
         c.healthz().map_err(|e| format!("publisher: {e}"))?;
         conns.push(c);
     }
 
-    let cpu0 = t.cpu();
+    let cpu0 = cpu_sum(&targets);
+    let redis_cpu0 = redis.as_ref().and_then(RedisProc::cpu);
     let start = Instant::now();
     let pub_handles: Vec<_> = conns
         .into_iter()
@@ -712,9 +938,18 @@ fn broadcast(o: &Opts, subs: usize) -> Result<Row, String> {
     let mut missed_max = 0;
     let mut missed_subs = 0;
     let mut lat: Vec<u64> = Vec::with_capacity(subs * events as usize);
+    let mut complete_hash = None;
+    let mut disagree = 0;
     for h in sub_handles {
         match h.join() {
             Ok(r) => {
+                if r.received == events && r.error.is_none() {
+                    match complete_hash {
+                        None => complete_hash = Some(r.ids_hash),
+                        Some(h) if h != r.ids_hash => disagree += 1,
+                        Some(_) => {}
+                    }
+                }
                 delivered += r.received;
                 let missed = events - r.received.min(events);
                 missed_max = missed_max.max(missed);
@@ -729,8 +964,14 @@ fn broadcast(o: &Opts, subs: usize) -> Result<Row, String> {
             Err(_) => errors.push("subscriber panicked".into()),
         }
     }
+    if disagree > 0 {
+        errors.push(format!(
+            "{disagree} subscribers got every event with other ids or in another order"
+        ));
+    }
     let wall = start.elapsed().as_secs_f64();
-    let cpu = since(cpu0, t.cpu());
+    let cpu = since(cpu0, cpu_sum(&targets));
+    let redis_cpu = since(redis_cpu0, redis.as_ref().and_then(RedisProc::cpu));
     lat.sort_unstable();
     pub_lat.sort_unstable();
     let ms = |us: u64| us as f64 / 1000.0;
@@ -746,7 +987,7 @@ fn broadcast(o: &Opts, subs: usize) -> Result<Row, String> {
     Ok(Row {
         workload: "broadcast",
         params: format!(
-            "{subs} subs, {pubs} publishers, {events} events x {size} B, {}, --queue {}{}",
+            "{subs} subs, {pubs} publishers, {events} events x {size} B, {}, --queue {}{}{}",
             if rate > 0.0 {
                 format!("{rate} events/s")
             } else {
@@ -757,6 +998,15 @@ fn broadcast(o: &Opts, subs: usize) -> Result<Row, String> {
                 String::new()
             } else {
                 format!(", --store-sync {}", o.store)
+            },
+            match &redis {
+                None => String::new(),
+                Some(_) => format!(
+                    ", {n} instances on one Redis ({})",
+                    o.redis_aof
+                        .as_ref()
+                        .map_or("no persistence".into(), |f| format!("AOF, fsync {f}"))
+                ),
             }
         ),
         result: format!(
@@ -774,7 +1024,14 @@ fn broadcast(o: &Opts, subs: usize) -> Result<Row, String> {
                 format!(", {} errors, first: {}", errors.len(), errors[0])
             }
         ),
-        cpu: cpu_text(cpu, wall),
+        cpu: match &redis {
+            None => cpu_text(cpu, wall),
+            Some(_) => format!(
+                "{} in all {n}; redis-server {}",
+                cpu_text(cpu, wall),
+                cpu_text(redis_cpu, wall)
+            ),
+        },
         ok,
     })
 }
