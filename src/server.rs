@@ -108,6 +108,11 @@ impl fmt::Debug for ServerBuilder {
             .field("max_connections", &self.max_connections)
             .field("writer_threads", &self.writer_threads)
             .field("stream_routes", &routes)
+            .field("store", &self.store)
+            .field("store_sync", &self.store_sync)
+            .field("history_age", &self.history_age)
+            // Its URL may hold a password.
+            .field("redis", &self.redis.as_ref().map(|_| "<set>"))
             .finish()
     }
 }

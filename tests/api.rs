@@ -118,3 +118,12 @@ fn a_builder_debug_line_names_its_settings_but_not_the_token() {
     assert!(line.contains("queue: 17"), "{line}");
     assert!(line.contains("\"/ticks\""), "{line}");
 }
+
+#[cfg(feature = "redis")]
+#[test]
+fn a_builder_debug_line_hides_the_redis_password() {
+    let b = Server::builder().redis(Some("redis://:hunter2@127.0.0.1:6379/".into()));
+    let line = format!("{b:?}");
+    assert!(!line.contains("hunter2"), "{line}");
+    assert!(line.contains("redis: Some(\"<set>\")"), "{line}");
+}
