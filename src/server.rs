@@ -32,6 +32,12 @@ const MAX_POOL_THREADS: usize = 4;
 /// `ServerHandle::join`'s 2 s.
 const STOP_DEADLINE: Duration = Duration::from_millis(1800);
 
+/// How long a join waits for the Redis follower past the streams' deadline:
+/// its read blocks 250 ms at a time. A hung Redis holds it longer; it is
+/// then left to end on its own.
+#[cfg(feature = "redis")]
+const FOLLOWER_GRACE: Duration = Duration::from_millis(300);
+
 /// Builds and starts a server.
 ///
 /// ```
@@ -875,6 +881,12 @@ impl ServerHandle {
     /// ```
     pub fn shutdown(&self) {
         self.shared.stopping.store(true, Ordering::Release);
+        // Stopping takes the follower up to its read's 250 ms: under way
+        // while the streams end, joined in `join`.
+        #[cfg(feature = "redis")]
+        if let Some(f) = &*self.follower.lock().unwrap_or_else(|p| p.into_inner()) {
+            f.stop();
+        }
         self.shared.pool.stop(Instant::now() + STOP_DEADLINE);
         // No slot is given from now on; each one taken keeps `streams_done`
         // connected until its stream ends.
@@ -945,19 +957,19 @@ impl ServerHandle {
             h.stop();
         }
         #[cfg(feature = "redis")]
-        if let Some(f) = self
+        let follower_ended = self
             .follower
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .take()
-        {
-            f.join();
-        }
+            .is_none_or(|f| f.join_until(deadline.max(Instant::now() + FOLLOWER_GRACE)));
+        #[cfg(not(feature = "redis"))]
+        let follower_ended = true;
         // No stream can come any more: the pool threads end now, dropping
         // any stream still open.
         self.shared.pool.stop(Instant::now());
         let pool_ended = self.shared.pool.join();
-        connections_done && ended && pool_ended
+        connections_done && ended && pool_ended && follower_ended
     }
 }
 

@@ -682,9 +682,13 @@ impl RedisStore {
             on_health,
             reported: None,
         };
+        let (done_tx, done_rx) = crossbeam_channel::bounded::<()>(0);
         let thread = thread::Builder::new()
             .name("tinysse-redis-follow".into())
-            .spawn(move || follow.run())
+            .spawn(move || {
+                let _done = done_tx;
+                follow.run()
+            })
             .map_err(|e| RedisError::Failed {
                 addr: self.shared.addr.clone(),
                 during: "follow",
@@ -693,6 +697,7 @@ impl RedisStore {
             })?;
         Ok(Follower {
             stop: stop_tx,
+            done: done_rx,
             thread: Some(thread),
         })
     }
@@ -702,6 +707,8 @@ impl RedisStore {
 /// waiting; [`Follower::join`] waits.
 pub struct Follower {
     stop: Sender<()>,
+    /// Disconnected once the thread ends.
+    done: Receiver<()>,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -718,6 +725,22 @@ impl Follower {
         self.stop();
         if let Some(t) = self.thread.take() {
             let _ = t.join();
+        }
+    }
+
+    /// Stops the thread and waits for it until `deadline`; `false` if it
+    /// had not ended by then (a hung Redis holds it up to its timeouts: it
+    /// ends on its own, unwaited for).
+    pub fn join_until(mut self, deadline: Instant) -> bool {
+        self.stop();
+        match self.done.recv_deadline(deadline) {
+            Err(crossbeam_channel::RecvTimeoutError::Disconnected) => {
+                if let Some(t) = self.thread.take() {
+                    let _ = t.join();
+                }
+                true
+            }
+            _ => false,
         }
     }
 }

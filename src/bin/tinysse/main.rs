@@ -132,7 +132,7 @@ fn main() -> ExitCode {
     // Streams get most of the 2 s budget; whatever is still stuck in a write
     // to a dead client is cut off by the process exit.
     if !server.join_timeout(Duration::from_millis(1500)) {
-        log::warn!("some streams did not end in time");
+        log::warn!("some streams or server threads did not end in time");
     }
     ExitCode::SUCCESS
 }
