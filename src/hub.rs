@@ -837,12 +837,16 @@ impl Hub {
             (None, Some(cluster)) => {
                 // Refused here, as without a cluster, before anything is
                 // published.
-                inner.topic(topic)?;
+                let t = inner.topic(topic)?;
                 // Delivered here only as the follower brings it back, in
                 // the cluster's one order.
-                cluster
-                    .publish(topic, &bytes[ID_ROOM..])
-                    .map_err(PublishError::Unavailable)
+                let published = cluster.publish(topic, &bytes[ID_ROOM..]);
+                if published.is_err() {
+                    // A name made for nothing must not count towards
+                    // `max_topics` while Redis is away.
+                    inner.forget(&t);
+                }
+                published.map_err(PublishError::Unavailable)
             }
             (None, None) => self.insert(topic, None, at_ms, bytes),
         }
@@ -862,7 +866,7 @@ impl Hub {
         let inner = &*self.inner;
         // An invalid or one-too-many topic is refused before anything is
         // stored.
-        inner.topic(topic)?;
+        let made = inner.topic(topic)?;
         let id = {
             let mut seq = inner.sequence();
             let id = inner.next_id.fetch_add(1, Ordering::Relaxed);
@@ -895,6 +899,10 @@ impl Hub {
             return Err(e);
         }
         drop(seq);
+        if stored.is_err() {
+            // Not held for nothing: see the cluster's case in `publish`.
+            inner.forget(&made);
+        }
         stored.map(|()| id).map_err(PublishError::Unavailable)
     }
 
@@ -1950,10 +1958,14 @@ mod cluster_tests {
         issued: Mutex<Vec<(u64, String, Vec<u8>)>>,
         during: Mutex<Vec<u64>>,
         replays: AtomicUsize,
+        down: AtomicBool,
     }
 
     impl Cluster for Fake {
         fn publish(&self, topic: &str, payload: &[u8]) -> Result<u64, String> {
+            if self.down.load(Ordering::SeqCst) {
+                return Err("down".into());
+            }
             let mut issued = self.issued.lock().unwrap();
             let id = issued.last().map_or(10, |e| e.0 + 10);
             issued.push((id, topic.to_string(), payload.to_vec()));
@@ -2004,6 +2016,7 @@ mod cluster_tests {
             issued: Mutex::new(Vec::new()),
             during: Mutex::new(Vec::new()),
             replays: AtomicUsize::new(0),
+            down: AtomicBool::new(false),
         });
         let hub = Hub::start_cluster(
             HubLimits::default(),
@@ -2032,6 +2045,17 @@ mod cluster_tests {
         );
         follow(&hub, &fake, id);
         assert_eq!(queued(&sub), [10]);
+    }
+
+    #[test]
+    fn publishes_refused_while_the_cluster_is_down_hold_no_topics() {
+        let (hub, fake) = setup();
+        fake.down.store(true, Ordering::SeqCst);
+        for i in 0..5 {
+            let e = hub.publish(&format!("t{i}"), &Event::data("x"));
+            assert!(matches!(e, Err(PublishError::Unavailable(_))), "{e:?}");
+        }
+        assert_eq!(hub.topic_count(), 0);
     }
 
     #[test]
