@@ -355,7 +355,7 @@ impl Engine {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::reader::{Item, SseReader};
 
@@ -375,8 +375,9 @@ mod tests {
         (out, frames)
     }
 
-    /// The body of a chunked stream, and whether the terminator ended it.
-    fn dechunk(mut b: &[u8]) -> (Vec<u8>, bool) {
+    /// The body of a chunked stream, and whether the terminator ended it
+    /// (the stream's tests use it too).
+    pub(crate) fn dechunk(mut b: &[u8]) -> (Vec<u8>, bool) {
         let mut out = Vec::new();
         loop {
             let Some(nl) = b.windows(2).position(|w| w == b"\r\n") else {

@@ -268,6 +268,7 @@ fn send<W: Write>(out: &mut W, e: &mut Engine) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::engine::tests::dechunk;
     use crate::reader::{Item, SseReader};
     use crossbeam_channel::bounded;
     use std::sync::{Arc, Mutex};
@@ -301,22 +302,6 @@ mod tests {
                 }
             }
             v
-        }
-    }
-
-    fn dechunk(mut b: &[u8]) -> (Vec<u8>, bool) {
-        let mut out = Vec::new();
-        loop {
-            let Some(nl) = b.windows(2).position(|w| w == b"\r\n") else {
-                return (out, false);
-            };
-            let n = usize::from_str_radix(std::str::from_utf8(&b[..nl]).unwrap(), 16).unwrap();
-            if n == 0 {
-                return (out, &b[nl..] == b"\r\n\r\n");
-            }
-            out.extend_from_slice(&b[nl + 2..nl + 2 + n]);
-            assert_eq!(&b[nl + 2 + n..nl + 4 + n], b"\r\n");
-            b = &b[nl + 4 + n..];
         }
     }
 
