@@ -10,13 +10,16 @@
 // same port, and always stops it (SIGTERM) at the end; the CSRF tests start a
 // second, token-less server and a page server of their own, and stop both; the
 // authorization tests start a server with --jwt-secret-file (tokens minted here)
-// and a page server on another origin, and stop both. Prints
+// and a page server on another origin, and stop both; the cluster test
+// starts a redis-server, two servers on it and a failover proxy, and stops
+// them all. Prints
 // "N passed, M failed" and exits non-zero on any failure.
 
 import { spawn } from 'node:child_process';
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import http from 'node:http';
+import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -354,6 +357,7 @@ async function main() {
     await page.screenshot({ path: path.join(ARTIFACTS, 'dashboard.png'), fullPage: true });
     await csrfTests(browser);
     await authTests(browser);
+    await clusterTests(browser);
     const phone = await context.newPage();
     await phone.setViewportSize({ width: 390, height: 844 });
     await phone.goto(srv.url + '/', { waitUntil: 'load' });
@@ -597,6 +601,138 @@ async function authTests(browser) {
     for (const c of contexts) await c.close().catch(() => {});
     if (app) app.close();
     if (hub) await stopServer(hub);
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+// --------------------------------------------------------------------------
+// Two instances on one Redis behind a failover proxy (what a load balancer
+// does): a real EventSource on instance A, A killed, the browser reconnects
+// on its own with Last-Event-ID, lands on B, and gets exactly what it
+// missed, once, in order, then live events.
+// --------------------------------------------------------------------------
+function freePort() {
+  return new Promise((resolve, reject) => {
+    const s = net.createServer();
+    s.on('error', reject);
+    s.listen(0, '127.0.0.1', () => { const { port } = s.address(); s.close(() => resolve(port)); });
+  });
+}
+
+// Each connection goes to the first of `targets` that accepts it.
+function failoverProxy(targets) {
+  const sockets = new Set();
+  const server = net.createServer((client) => {
+    sockets.add(client);
+    client.on('close', () => sockets.delete(client));
+    client.on('error', () => {});
+    client.pause();
+    const attempt = (i) => {
+      if (i >= targets.length) { client.destroy(); return; }
+      const up = net.connect(targets[i], '127.0.0.1');
+      up.once('error', () => attempt(i + 1));
+      up.once('connect', () => {
+        sockets.add(up);
+        up.on('close', () => { sockets.delete(up); client.destroy(); });
+        up.on('error', () => {});
+        client.on('close', () => up.destroy());
+        client.pipe(up);
+        up.pipe(client);
+        client.resume();
+      });
+    };
+    attempt(0);
+  });
+  return new Promise((resolve) => server.listen(0, '127.0.0.1', () => resolve({
+    url: `http://127.0.0.1:${server.address().port}`,
+    close: () => { for (const s of sockets) s.destroy(); server.close(); },
+  })));
+}
+
+async function startRedis(dir) {
+  const port = await freePort();
+  const proc = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--dir', dir,
+    '--save', '', '--appendonly', 'no', '--daemonize', 'no', '--loglevel', 'warning'],
+  { stdio: ['ignore', 'ignore', 'ignore'] });
+  const exited = new Promise((res) => proc.on('exit', res));
+  proc.on('error', () => {});
+  // Up once it accepts a connection (bounded: 10 s).
+  for (let i = 0; i < 200; i++) {
+    const up = await new Promise((res) => {
+      const c = net.connect(port, '127.0.0.1');
+      c.once('connect', () => { c.destroy(); res(true); });
+      c.once('error', () => res(false));
+    });
+    if (up) return { url: `redis://127.0.0.1:${port}/`, stop: async () => { proc.kill('SIGTERM'); await Promise.race([exited, sleep(5000)]); proc.kill('SIGKILL'); } };
+    await sleep(50);
+  }
+  proc.kill('SIGKILL');
+  throw new Error('redis-server did not start within 10 s');
+}
+
+function hasRedis() {
+  return (process.env.PATH || '').split(':').some((d) => d && fs.existsSync(path.join(d, 'redis-server')));
+}
+
+async function clusterTests(browser) {
+  if (!hasRedis()) {
+    if (process.env.CI) {
+      await test('failover between two instances on one Redis', async () => { throw new Error('redis-server not found (apt-get install -y redis-server)'); });
+    } else {
+      console.log('# SKIPPED failover between two instances on one Redis: redis-server not found (install: apt-get install -y redis-server)');
+    }
+    return;
+  }
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'tinysse-cluster-'));
+  let redis = null;
+  let a = null;
+  let b = null;
+  let proxy = null;
+  const context = await browser.newContext();
+  try {
+    redis = await startRedis(dir);
+    a = await startServer('127.0.0.1:0', ['--no-demo', '--redis', redis.url]);
+    b = await startServer('127.0.0.1:0', ['--no-demo', '--redis', redis.url]);
+    proxy = await failoverProxy([a.port, b.port]);
+    const page = await context.newPage();
+    page.setDefaultTimeout(10_000);
+
+    await test('failover between two instances on one Redis: exactly once, in order', async () => {
+      await page.goto(`${proxy.url}/`, { waitUntil: 'load' });
+      await page.evaluate(() => {
+        window.got = [];
+        window.opens = 0;
+        const es = new EventSource('/events?topic=fo');
+        window.es = es;
+        es.onopen = () => { window.opens += 1; };
+        es.onmessage = (e) => window.got.push(`${e.lastEventId} ${e.data}`);
+      });
+      await page.waitForFunction(() => window.opens === 1, null, { timeout: 5000, polling: 20 });
+      const ids = [];
+      const pub = async (srv, data) => {
+        const r = await publishAs(srv, null, 'fo', data);
+        assert(r.status === 200, `publish ${data}: ${r.status} ${r.body}`);
+        ids.push(`${JSON.parse(r.body).id} ${data}`);
+      };
+      for (const d of ['a1', 'b1', 'a2']) await pub(d[0] === 'a' ? a : b, d);
+      await page.waitForFunction((n) => window.got.length >= n, ids.length, { timeout: 5000, polling: 20 });
+      // A dies; what is published meanwhile goes through B.
+      a.proc.kill('SIGKILL');
+      await a.exited;
+      for (const d of ['b2', 'b3', 'b4']) await pub(b, d);
+      // The browser reconnects by itself (retry: 2000 ms), through the proxy, to B.
+      await page.waitForFunction(() => window.opens >= 2, null, { timeout: 10_000, polling: 50 });
+      await pub(b, 'live');
+      await page.waitForFunction((n) => window.got.length >= n, ids.length, { timeout: 5000, polling: 20 });
+      await sleep(300); // a duplicate would arrive right behind
+      const got = await page.evaluate(() => window.got);
+      assert(JSON.stringify(got) === JSON.stringify(ids), `got ${JSON.stringify(got)}, want ${JSON.stringify(ids)}`);
+    });
+  } finally {
+    await context.close().catch(() => {});
+    if (proxy) proxy.close();
+    for (const s of [a, b]) if (s) await stopServer(s);
+    if (redis) await redis.stop();
     fs.rmSync(dir, { recursive: true, force: true });
   }
 }
