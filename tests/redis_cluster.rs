@@ -66,6 +66,32 @@ fn publish_retrying(addr: SocketAddr, topic: &str, data: &str) -> u64 {
     }
 }
 
+/// A publish to `addr` while Redis is away: `503` with `Retry-After`, in
+/// time (the command timeout is 2 s).
+fn refused_in_time(addr: SocketAddr, data: &str) {
+    let t = Instant::now();
+    let refused = publish(addr, "t", data).unwrap_err();
+    assert!(
+        t.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        t.elapsed()
+    );
+    assert_eq!(refused.0, 503, "{refused:?}");
+    assert!(refused.1.is_some(), "no Retry-After: {refused:?}");
+}
+
+/// Reads `s` (events skipped) until a heartbeat comment, failing if the
+/// stream ends or none comes within `LIMIT`.
+fn heartbeat(s: &mut EventStream, when: &str) {
+    let end = Instant::now() + LIMIT;
+    loop {
+        assert!(Instant::now() < end, "no heartbeat {when}");
+        if let Item::Comment(_) = s.next_item().expect("read").expect("stream open") {
+            return;
+        }
+    }
+}
+
 fn id_of(m: &Message) -> u64 {
     m.id.as_deref().expect("an id").parse().expect("decimal id")
 }
@@ -295,15 +321,7 @@ fn redis_restarted_with_its_aof_while_publishers_run() {
     r.stop();
     // Away: a publish is refused in time, with Retry-After, and /healthz
     // says why.
-    let t = Instant::now();
-    let refused = publish(a.addr, "t", "while down").unwrap_err();
-    assert!(
-        t.elapsed() < Duration::from_secs(5),
-        "took {:?}",
-        t.elapsed()
-    );
-    assert_eq!(refused.0, 503, "{refused:?}");
-    assert!(refused.1.is_some(), "no Retry-After: {refused:?}");
+    refused_in_time(a.addr, "while down");
     assert!(
         wait_until(LIMIT, || {
             let h = get(b.addr, "/healthz");
@@ -313,14 +331,7 @@ fn redis_restarted_with_its_aof_while_publishers_run() {
     );
     // Streams stay open: heartbeats go on (watched on a stream of its own,
     // so that `sa` keeps its events for the check below).
-    let end = Instant::now() + LIMIT;
-    loop {
-        assert!(Instant::now() < end, "no heartbeat while Redis was away");
-        match hb.next_item().expect("read").expect("stream open") {
-            Item::Comment(_) => break,
-            Item::Event(_) | Item::Retry(_) => {}
-        }
-    }
+    heartbeat(&mut hb, "while Redis was away");
 
     let acked_before = pubs.acked();
     r.start_again(true, false);
@@ -389,28 +400,14 @@ fn hung_redis_never_hangs_a_publisher() {
     // An instance stops in time (SIGTERM: exit 0 within 2 s) though its
     // follower is stuck in a read from the hung Redis.
     c.stop();
-    let t = Instant::now();
-    let refused = publish(a.addr, "t", "while hung").unwrap_err();
-    assert!(
-        t.elapsed() < Duration::from_secs(5),
-        "took {:?}",
-        t.elapsed()
-    );
-    assert_eq!(refused.0, 503, "{refused:?}");
-    assert!(refused.1.is_some(), "no Retry-After: {refused:?}");
+    refused_in_time(a.addr, "while hung");
     assert!(
         wait_until(LIMIT, || get(a.addr, "/healthz").status == 503),
         "healthz did not report Redis hung"
     );
     // The subscriber on A's stream gets heartbeats meanwhile.
     let mut on_a = sse(a.addr, "/events?topic=t", &[]);
-    let end = Instant::now() + LIMIT;
-    loop {
-        assert!(Instant::now() < end, "no heartbeat while Redis hung");
-        if let Item::Comment(_) = on_a.next_item().expect("read").expect("stream open") {
-            break;
-        }
-    }
+    heartbeat(&mut on_a, "while Redis hung");
 
     r.cont();
     let after = publish_retrying(a.addr, "t", "after");
